@@ -1,0 +1,24 @@
+//! Herald's core: channels and what flows through them, with no sockets and no HTTP.
+//!
+//! A publication goes `Node::publish` → [`Engine`] (assigns the offset, appends to
+//! history) → [`Hub`] (this node's subscribers) → each subscriber's bounded
+//! [`Outbox`], as bytes encoded once and shared. Transports drain outboxes.
+//!
+//! A subscriber joins with [`Node::subscribe`], which registers it with the hub
+//! *before* reading history, so a publication racing the subscription lands in the
+//! outbox, in the history read, or both — never neither; the transport drops
+//! duplicates by offset.
+
+mod engine;
+mod hub;
+mod memory;
+mod node;
+mod options;
+mod outbox;
+
+pub use engine::{Engine, EngineError, HistoryPage, PublicationSink};
+pub use hub::Hub;
+pub use memory::MemoryEngine;
+pub use node::{CoreError, Node, NodeConfig, Resume};
+pub use options::{ChannelOptions, Namespaces, validate_channel};
+pub use outbox::{CloseReason, Delivery, Outbox, Taken};

@@ -1,0 +1,186 @@
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// One publication on its way to one connection: the bytes shared by every
+/// subscriber, plus what the connection needs to place it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The connection's own index for the channel (given at subscribe).
+    pub slot: u32,
+    /// The publication's offset, for dropping duplicates at the live/history seam.
+    pub offset: u64,
+    /// The encoded event, shared.
+    pub frame: Bytes,
+}
+
+/// Why an outbox was closed; the transport tells the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The connection did not drain its queue fast enough; it should resume.
+    Slow,
+    /// The node is shutting down; reconnect (elsewhere).
+    Shutdown,
+    /// The server API disconnected this client.
+    Disconnected,
+}
+
+impl CloseReason {
+    /// The reason string on the wire and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Slow => "slow",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Disconnected => "disconnect",
+        }
+    }
+
+    /// The Centrifuge disconnect code for this reason.
+    pub fn code(self) -> u32 {
+        match self {
+            CloseReason::Slow => 3008,
+            CloseReason::Shutdown => 3001,
+            CloseReason::Disconnected => 3000,
+        }
+    }
+}
+
+/// A connection's outbound queue, bounded in bytes.
+///
+/// The hub pushes into it from publishing tasks; the connection's writer takes
+/// everything queued at once and writes it in one go. An idle outbox holds no
+/// allocation. When a push would exceed the bound, the queue is dropped and the
+/// outbox closes with [`CloseReason::Slow`], so a stalled reader never holds memory
+/// or slows anyone else.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Delivery>,
+    bytes: usize,
+    closed: Option<CloseReason>,
+}
+
+/// What a writer took from its outbox.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// Deliveries in queue order.
+    pub deliveries: VecDeque<Delivery>,
+    /// Set once the outbox is closed; the writer should finish.
+    pub closed: Option<CloseReason>,
+}
+
+impl Outbox {
+    /// A new, empty outbox holding at most `max_bytes` of frames.
+    pub fn new(max_bytes: usize) -> Arc<Self> {
+        Arc::new(Outbox {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            max_bytes,
+        })
+    }
+
+    /// Queues a delivery; closes the outbox as slow if that exceeds the bound.
+    pub fn push(&self, delivery: Delivery) {
+        let mut state = self.lock();
+        if state.closed.is_some() {
+            return;
+        }
+        let size = delivery.frame.len();
+        if state.bytes + size > self.max_bytes {
+            state.queue = VecDeque::new();
+            state.bytes = 0;
+            state.closed = Some(CloseReason::Slow);
+        } else {
+            state.bytes += size;
+            state.queue.push_back(delivery);
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// Closes the outbox; what is queued stays for the writer to flush.
+    pub fn close(&self, reason: CloseReason) {
+        let mut state = self.lock();
+        if state.closed.is_none() {
+            state.closed = Some(reason);
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// Takes everything queued (leaving no allocation behind) and the close state.
+    pub fn take(&self) -> Taken {
+        let mut state = self.lock();
+        state.bytes = 0;
+        Taken {
+            deliveries: std::mem::take(&mut state.queue),
+            closed: state.closed,
+        }
+    }
+
+    /// Waits until something was pushed or the outbox closed since the last wait.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the queue consistent (push/take are
+        // single assignments), so poisoning carries no information here.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(offset: u64, size: usize) -> Delivery {
+        Delivery {
+            slot: 0,
+            offset,
+            frame: Bytes::from(vec![b'x'; size]),
+        }
+    }
+
+    #[test]
+    fn overflow_drops_the_queue_and_closes_as_slow() {
+        let outbox = Outbox::new(100);
+        outbox.push(delivery(1, 60));
+        outbox.push(delivery(2, 60));
+        outbox.push(delivery(3, 10));
+        let taken = outbox.take();
+        assert!(taken.deliveries.is_empty());
+        assert_eq!(taken.closed, Some(CloseReason::Slow));
+    }
+
+    #[test]
+    fn take_empties_and_frees_the_budget() {
+        let outbox = Outbox::new(100);
+        outbox.push(delivery(1, 60));
+        assert_eq!(outbox.take().deliveries.len(), 1);
+        outbox.push(delivery(2, 60));
+        let taken = outbox.take();
+        assert_eq!(taken.deliveries[0].offset, 2);
+        assert_eq!(taken.closed, None);
+        outbox.close(CloseReason::Shutdown);
+        outbox.close(CloseReason::Slow);
+        assert_eq!(outbox.take().closed, Some(CloseReason::Shutdown));
+    }
+
+    #[tokio::test]
+    async fn ready_wakes_for_a_push_made_before_waiting() {
+        let outbox = Outbox::new(100);
+        outbox.push(delivery(1, 1));
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready())
+            .await
+            .expect("a push before the wait must not be lost");
+    }
+}
