@@ -117,10 +117,9 @@ impl Node {
     pub fn options(&self, channel: &str) -> Result<&ChannelOptions, CoreError> {
         validate_channel(channel)
             .map_err(|why| CoreError::UnknownChannel(format!("{channel:?}: {why}")))?;
-        self.config
-            .namespaces
-            .options(channel)
-            .ok_or_else(|| CoreError::UnknownChannel(format!("{channel:?}: namespace not configured")))
+        self.config.namespaces.options(channel).ok_or_else(|| {
+            CoreError::UnknownChannel(format!("{channel:?}: namespace not configured"))
+        })
     }
 
     /// Publishes `data` to `channel`.
@@ -262,15 +261,26 @@ mod tests {
         let at_three = publish_n(&node, "c", 3).await;
         publish_n(&node, "c", 4).await;
         let outbox = Outbox::new(1 << 20);
-        let resume = node.subscribe("c", &outbox, 0, Some(&at_three)).await.unwrap();
-        let Resume::Recovered { publications, position } = resume else {
+        let resume = node
+            .subscribe("c", &outbox, 0, Some(&at_three))
+            .await
+            .unwrap();
+        let Resume::Recovered {
+            publications,
+            position,
+        } = resume
+        else {
             panic!("expected recovery, got {resume:?}");
         };
         let offsets: Vec<u64> = publications.iter().map(|p| p.offset).collect();
         assert_eq!(offsets, [4, 5, 6, 7]);
         assert_eq!(position.offset, 7);
         publish_n(&node, "c", 1).await;
-        assert_eq!(outbox.take().deliveries[0].offset, 8, "live data after the subscribe");
+        assert_eq!(
+            outbox.take().deliveries[0].offset,
+            8,
+            "live data after the subscribe"
+        );
     }
 
     #[tokio::test]
@@ -279,7 +289,10 @@ mod tests {
         let at_one = publish_n(&node, "c", 1).await;
         publish_n(&node, "c", 5).await;
         let outbox = Outbox::new(1 << 20);
-        let resume = node.subscribe("c", &outbox, 0, Some(&at_one)).await.unwrap();
+        let resume = node
+            .subscribe("c", &outbox, 0, Some(&at_one))
+            .await
+            .unwrap();
         assert!(matches!(
             resume,
             Resume::Failed { reason: RecoveryFailure::HistoryTrimmed, ref position } if position.offset == 6
@@ -288,7 +301,10 @@ mod tests {
             offset: 1,
             epoch: "gone".into(),
         };
-        let resume = node.subscribe("d", &outbox, 1, Some(&other_epoch)).await.unwrap();
+        let resume = node
+            .subscribe("d", &outbox, 1, Some(&other_epoch))
+            .await
+            .unwrap();
         assert!(matches!(
             resume,
             Resume::Failed {
@@ -322,6 +338,9 @@ mod tests {
         let err = node.publish("nope:x", Payload::json(b"1").unwrap()).await;
         assert!(matches!(err, Err(CoreError::UnknownChannel(_))));
         let err = node.publish("c", Payload::json(b"123456").unwrap()).await;
-        assert!(matches!(err, Err(CoreError::TooLarge { size: 6, limit: 4 })));
+        assert!(matches!(
+            err,
+            Err(CoreError::TooLarge { size: 6, limit: 4 })
+        ));
     }
 }

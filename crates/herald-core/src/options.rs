@@ -85,7 +85,10 @@ mod tests {
         };
         namespaces.insert("chat", chat.clone());
         assert_eq!(namespaces.options("chat:room"), Some(&chat));
-        assert_eq!(namespaces.options("plain"), Some(&ChannelOptions::default()));
+        assert_eq!(
+            namespaces.options("plain"),
+            Some(&ChannelOptions::default())
+        );
         assert_eq!(namespaces.options("nope:room"), None);
     }
 

@@ -82,7 +82,10 @@ impl Payload {
             Payload::Binary(bytes) => {
                 out.extend_from_slice(b"\"b64data\":\"");
                 let start = out.len();
-                out.resize(start + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
+                out.resize(
+                    start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+                    0,
+                );
                 let written = BASE64
                     .encode_slice(bytes, &mut out[start..])
                     .expect("buffer sized by encoded_len");
@@ -142,12 +145,18 @@ mod tests {
     #[test]
     fn json_payload_is_validated_and_kept_on_one_line() {
         let p = Payload::json(b" {\n  \"a\": \"x\\ny\"\r\n}\n").unwrap();
-        assert_eq!(p, Payload::Json(Bytes::from_static(b"{   \"a\": \"x\\ny\"  }")));
+        assert_eq!(
+            p,
+            Payload::Json(Bytes::from_static(b"{   \"a\": \"x\\ny\"  }"))
+        );
         assert!(matches!(
             Payload::json(b"{\"a\":"),
             Err(PayloadError::InvalidJson(_))
         ));
-        assert!(matches!(Payload::json(b""), Err(PayloadError::InvalidJson(_))));
+        assert!(matches!(
+            Payload::json(b""),
+            Err(PayloadError::InvalidJson(_))
+        ));
         assert!(Payload::json(b"\"esc\\u0041ped\"").is_ok());
     }
 

@@ -120,7 +120,15 @@ mod tests {
             ResumeToken::decode(&text, &["a", "b"]),
             Err(ResumeTokenError::OtherChannels)
         );
-        for bad in ["", "zz", "1234.e", "0.e:1x", "0.:1", "0.e:-1", "0.e:99999999999999999999999"] {
+        for bad in [
+            "",
+            "zz",
+            "1234.e",
+            "0.e:1x",
+            "0.:1",
+            "0.e:-1",
+            "0.e:99999999999999999999999",
+        ] {
             assert_eq!(
                 ResumeToken::decode(bad, &["a"]),
                 Err(ResumeTokenError::Malformed),

@@ -1,0 +1,67 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use herald_auth::TokenConfig;
+use herald_core::NodeConfig;
+
+/// Everything the server needs to run; built by the `herald` binary from its
+/// config file, environment and flags.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Certificate and key; when set the port speaks TLS.
+    pub tls: Option<TlsPaths>,
+    /// Key for the server API; without one the API answers loopback clients only.
+    pub api_key: Option<String>,
+    /// How connection tokens are verified.
+    pub tokens: TokenConfig,
+    /// Name of the cookie that may carry the token.
+    pub token_cookie: String,
+    /// Origins allowed to make credentialed cross-origin requests (`*` allows any).
+    pub allowed_origins: Vec<String>,
+    /// Interval of SSE heartbeat comments.
+    pub heartbeat: Duration,
+    /// Bound of each connection's outbound queue, in bytes.
+    pub client_queue_max_bytes: usize,
+    /// How long a write to a client may block before the client is dropped.
+    pub write_timeout: Duration,
+    /// How long a graceful shutdown may take.
+    pub shutdown_timeout: Duration,
+    /// Most channels one SSE stream may carry.
+    pub max_channels_per_stream: usize,
+    /// Largest request body accepted (server API, client publish), in bytes.
+    pub max_request_body: usize,
+    /// Channels, history and limits.
+    pub node: NodeConfig,
+}
+
+/// PEM files of a TLS certificate chain and its private key.
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
+            tls: None,
+            api_key: None,
+            tokens: TokenConfig::default(),
+            token_cookie: "herald_token".into(),
+            allowed_origins: Vec::new(),
+            heartbeat: Duration::from_secs(15),
+            client_queue_max_bytes: 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+            max_channels_per_stream: 64,
+            max_request_body: 1024 * 1024,
+            node: NodeConfig::default(),
+        }
+    }
+}

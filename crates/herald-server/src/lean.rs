@@ -1,0 +1,210 @@
+//! The lean HTTP/1.1 path: read the request head ourselves; serve SSE streams from
+//! this small task (socket + outbox, no hyper dispatcher, no parked read buffer);
+//! hand everything else — and HTTP/2 prior-knowledge connections — to hyper with
+//! the bytes already read.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::http_util::{Body, add_cors};
+use crate::metrics::HttpVersion;
+use crate::prefixed::Prefixed;
+use crate::routes::Context;
+use crate::sse::SseStream;
+
+/// Largest request head accepted on the lean path.
+const MAX_HEAD: usize = 16 * 1024;
+/// Most headers parsed.
+const MAX_HEADERS: usize = 64;
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one HTTP/1.x or h2c connection (after TLS, if any).
+pub async fn serve<S>(mut io: S, ctx: Arc<Context>, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut io)).await {
+        Ok(Ok(head)) => head,
+        Ok(Err(HeadError::TooLarge)) => {
+            let _ = io
+                .write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            return;
+        }
+        Ok(Err(HeadError::Closed)) | Err(_) => return,
+    };
+    match head {
+        Head::Sse(parts) => serve_sse(io, &ctx, parts).await,
+        // Boxed so this task's future stays small for SSE streams: hyper's
+        // connection future is large and only needed here.
+        Head::Other(buffered) => {
+            Box::pin(crate::listener::serve_hyper(
+                Prefixed::new(buffered, io),
+                ctx,
+                peer,
+            ))
+            .await
+        }
+    }
+}
+
+enum Head {
+    /// `GET /events`, parsed.
+    Sse(http::request::Parts),
+    /// Anything else: the bytes read so far, for hyper.
+    Other(Vec<u8>),
+}
+
+enum HeadError {
+    TooLarge,
+    Closed,
+}
+
+async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<Head, HeadError> {
+    let mut buffer = Vec::with_capacity(1024);
+    loop {
+        if buffer.len() >= MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+        if io
+            .read_buf(&mut buffer)
+            .await
+            .map_err(|_| HeadError::Closed)?
+            == 0
+        {
+            return Err(HeadError::Closed);
+        }
+        // HTTP/2 prior knowledge starts with "PRI * HTTP/2.0".
+        if buffer.starts_with(b"PRI") {
+            return Ok(Head::Other(buffer));
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buffer) {
+            Ok(httparse::Status::Complete(_)) => {
+                let is_sse = request.method == Some("GET")
+                    && request
+                        .path
+                        .is_some_and(|p| p.split('?').next() == Some("/events"));
+                if !is_sse {
+                    return Ok(Head::Other(buffer));
+                }
+                return Ok(match to_parts(&request) {
+                    Some(parts) => Head::Sse(parts),
+                    // Let hyper produce the error for heads `http` refuses.
+                    None => Head::Other(buffer),
+                });
+            }
+            Ok(httparse::Status::Partial) => continue,
+            // hyper answers malformed requests with a proper 400.
+            Err(_) => return Ok(Head::Other(buffer)),
+        }
+    }
+}
+
+fn to_parts(request: &httparse::Request<'_, '_>) -> Option<http::request::Parts> {
+    let mut builder = http::Request::builder()
+        .method(Method::GET)
+        .uri(request.path?)
+        .version(http::Version::HTTP_11);
+    for header in request.headers.iter() {
+        builder = builder.header(header.name, header.value);
+    }
+    builder.body(()).ok().map(|r| r.into_parts().0)
+}
+
+async fn serve_sse<S>(mut io: S, ctx: &Arc<Context>, parts: http::request::Parts)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut stream = match SseStream::open(ctx, &parts, HttpVersion::Http1).await {
+        Ok(stream) => stream,
+        Err(refusal) => {
+            let mut response = refusal.into_response();
+            add_cors(
+                &ctx.config.allowed_origins,
+                &parts.headers,
+                response.headers_mut(),
+            );
+            let _ = write_response(&mut io, response).await;
+            return;
+        }
+    };
+    let mut head = b"HTTP/1.1 200 OK\r\nconnection: close\r\n".to_vec();
+    let mut headers = stream.response_headers();
+    add_cors(&ctx.config.allowed_origins, &parts.headers, &mut headers);
+    drop(parts);
+    write_headers(&mut head, &headers);
+    if write(&mut io, ctx, Bytes::from(head)).await.is_err() {
+        return;
+    }
+    // A few bytes to notice the client closing; an SSE client sends nothing else.
+    let mut probe = [0u8; 8];
+    loop {
+        let chunk = tokio::select! {
+            chunk = stream.next_chunk() => chunk,
+            read = io.read(&mut probe) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            },
+        };
+        let Some(chunk) = chunk else { break };
+        if write(&mut io, ctx, chunk).await.is_err() {
+            return;
+        }
+    }
+    let _ = io.shutdown().await;
+}
+
+/// Writes `bytes`, giving up after the write timeout (a client that stopped reading).
+async fn write<S: AsyncWrite + Unpin>(io: &mut S, ctx: &Context, bytes: Bytes) -> Result<(), ()> {
+    match tokio::time::timeout(ctx.config.write_timeout, io.write_all(&bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(()),
+        Err(_) => {
+            ctx.metrics.disconnected("write_timeout");
+            Err(())
+        }
+    }
+}
+
+fn write_headers(out: &mut Vec<u8>, headers: &http::HeaderMap) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a complete (non-streaming) response and leaves the connection to close.
+async fn write_response<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    response: Response<Body>,
+) -> std::io::Result<()> {
+    let (parts, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    let status: StatusCode = parts.status;
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes();
+    write_headers(&mut out, &parts.headers);
+    out.extend_from_slice(&body);
+    io.write_all(&out).await?;
+    io.shutdown().await
+}

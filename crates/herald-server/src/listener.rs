@@ -1,0 +1,217 @@
+//! The listening socket: accept, TLS, protocol detection, graceful drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_auth::TokenVerifier;
+use herald_core::Node;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::lean;
+use crate::metrics::Metrics;
+use crate::routes::{self, Context};
+use crate::tls::{self, ReloadableCert, TlsError};
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The token configuration is unusable.
+    #[error("token configuration: {0}")]
+    Tokens(String),
+}
+
+/// A bound Herald server, ready to run.
+pub struct Server {
+    ctx: Arc<Context>,
+    listener: TcpListener,
+    tls: Option<(TlsAcceptor, Arc<ReloadableCert>)>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Server {
+    /// Binds the listen address and loads certificates and keys.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let tokens =
+            TokenVerifier::new(&config.tokens).map_err(|e| ServerError::Tokens(e.to_string()))?;
+        let tls = match &config.tls {
+            Some(paths) => {
+                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+                let cert = Arc::new(ReloadableCert::load(paths.clone(), provider.clone())?);
+                let server_config = tls::server_config(cert.clone(), provider)?;
+                Some((TlsAcceptor::from(Arc::new(server_config)), cert))
+            }
+            None => None,
+        };
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let node = Node::with_memory_engine(config.node.clone());
+        tokio::spawn(node.clone().run_housekeeping(Duration::from_secs(1)));
+        let ctx = Arc::new(Context {
+            config,
+            node,
+            tokens,
+            metrics: Metrics::default(),
+            shutdown: shutdown_rx,
+            started: Instant::now(),
+            uid: format!("{:016x}", rand::random::<u64>()),
+        });
+        Ok(Server {
+            ctx,
+            listener,
+            tls,
+            shutdown,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Whether the port speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Returns a function that reloads the TLS certificate and key from their files
+    /// (call it on SIGHUP); `None` without TLS.
+    pub fn tls_reloader(
+        &self,
+    ) -> Option<impl Fn() -> Result<(), TlsError> + Send + Sync + 'static> {
+        self.tls.as_ref().map(|(_, cert)| {
+            let cert = cert.clone();
+            move || cert.reload()
+        })
+    }
+
+    /// Serves until `shutdown` completes, then drains: stops accepting, tells
+    /// streaming clients to reconnect, lets in-flight requests finish, and returns
+    /// once every connection is done or the shutdown timeout passed.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let tracker = TaskTracker::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((socket, peer)) => {
+                        let ctx = self.ctx.clone();
+                        let tls = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
+                        tracker.spawn(serve_socket(socket, peer, ctx, tls));
+                    }
+                    Err(e) => {
+                        // Usually out of file descriptors: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        let open = tracker.len();
+        tracing::info!(connections = open, "draining");
+        let _ = self.shutdown.send(true);
+        tracker.close();
+        if tokio::time::timeout(self.ctx.config.shutdown_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = tracker.len(),
+                "shutdown timeout reached; closing remaining connections"
+            );
+        }
+    }
+}
+
+async fn serve_socket(
+    socket: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    tls: Option<TlsAcceptor>,
+) {
+    let _ = socket.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return lean::serve(socket, ctx, peer).await;
+    };
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        Box::pin(serve_hyper(stream, ctx, peer)).await
+    } else {
+        lean::serve(stream, ctx, peer).await
+    }
+}
+
+/// Serves a connection with hyper (HTTP/1.1 keep-alive or HTTP/2), until it ends or
+/// the server drains.
+pub async fn serve_hyper<S>(io: S, ctx: Arc<Context>, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut shutdown = ctx.shutdown.clone();
+    let service = service_fn(move |request| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, std::convert::Infallible>(routes::handle(ctx, request, peer).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .keep_alive_interval(Duration::from_secs(20));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection error");
+            }
+        }
+        () = async { let _ = shutdown.wait_for(|draining| *draining).await; } => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Transport of a client connection.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Transport {
+    /// Server-Sent Events (`/events`).
+    Sse,
+}
+
+impl EncodeLabelValue for Transport {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        encoder.write_str(match self {
+            Transport::Sse => "sse",
+        })
+    }
+}
+
+/// HTTP version a connection arrived on.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.1, plain or TLS.
+    Http1,
+    /// HTTP/2, h2c or TLS.
+    Http2,
+}
+
+impl EncodeLabelValue for HttpVersion {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        encoder.write_str(match self {
+            HttpVersion::Http1 => "1.1",
+            HttpVersion::Http2 => "2",
+        })
+    }
+}
+
+/// Labels of connection metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// The transport.
+    pub transport: Transport,
+    /// The HTTP version.
+    pub http_version: HttpVersion,
+}
+
+/// Labels of disconnect metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why the server ended the connection (`slow`, `shutdown`, `disconnect`,
+    /// `write_timeout`, `client_closed`).
+    pub reason: &'static str,
+}
+
+/// Labels of per-transport byte counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    /// The transport.
+    pub transport: Transport,
+}
+
+/// Labels of server API requests.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// The API method, or `unknown`.
+    pub method: String,
+    /// `ok` or the error code.
+    pub result: String,
+}
+
+/// Every metric Herald exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Open client connections.
+    pub connections: Family<ConnectionLabels, Gauge>,
+    /// Client connections accepted since start.
+    pub connections_total: Family<ConnectionLabels, Counter>,
+    /// Publications accepted (server API and clients).
+    pub publications: Counter,
+    /// Publications written to client connections.
+    pub deliveries: Counter,
+    /// Connections ended by the server, by reason.
+    pub disconnects: Family<ReasonLabels, Counter>,
+    /// Bytes written to clients, by transport.
+    pub bytes_written: Family<TransportLabels, Counter>,
+    /// Server API requests.
+    pub api_requests: Family<ApiLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("herald");
+        let metrics = Metrics {
+            connections: Family::default(),
+            connections_total: Family::default(),
+            publications: Counter::default(),
+            deliveries: Counter::default(),
+            disconnects: Family::default(),
+            bytes_written: Family::default(),
+            api_requests: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Open client connections",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted since start",
+            metrics.connections_total.clone(),
+        );
+        registry.register(
+            "publications",
+            "Publications accepted",
+            metrics.publications.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Publications written to client connections",
+            metrics.deliveries.clone(),
+        );
+        registry.register(
+            "disconnects",
+            "Client connections ended by the server, by reason",
+            metrics.disconnects.clone(),
+        );
+        registry.register(
+            "bytes_written",
+            "Bytes written to clients",
+            metrics.bytes_written.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "Server API requests",
+            metrics.api_requests.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Open client connections, over every transport and HTTP version.
+    pub fn open_connections(&self) -> i64 {
+        let mut total = 0;
+        for transport in [Transport::Sse] {
+            for http_version in [HttpVersion::Http1, HttpVersion::Http2] {
+                let labels = ConnectionLabels {
+                    transport,
+                    http_version,
+                };
+                total += self.connections.get(&labels).map_or(0, |g| g.get());
+            }
+        }
+        total
+    }
+
+    /// Counts a server-side disconnect.
+    pub fn disconnected(&self, reason: &'static str) {
+        self.disconnects
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+}

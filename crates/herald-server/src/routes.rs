@@ -1,0 +1,266 @@
+//! Request routing for everything hyper serves, and the state every route shares.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use herald_auth::{Claims, TokenVerifier};
+use herald_core::{ChannelOptions, Node};
+use herald_protocol::{ErrorCode, Payload};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tokio::sync::watch;
+
+use crate::config::ServerConfig;
+use crate::http_util::{self, Body, Refusal, error, full, result_response};
+use crate::metrics::{HttpVersion, Metrics};
+use crate::{api, sse};
+
+/// State shared by every connection.
+pub struct Context {
+    pub config: ServerConfig,
+    pub node: Arc<Node>,
+    pub tokens: TokenVerifier,
+    pub metrics: Metrics,
+    /// Flips to `true` when the server starts draining.
+    pub shutdown: watch::Receiver<bool>,
+    pub started: Instant,
+    /// Unique id of this process, for `info`.
+    pub uid: String,
+}
+
+impl Context {
+    /// Whether the server is draining.
+    pub fn draining(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Who is making a client request.
+pub enum Identity {
+    /// No token was presented.
+    Anonymous,
+    /// A valid token was presented.
+    User(Claims),
+}
+
+impl Identity {
+    /// The user id (`sub`), if any.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Identity::User(claims) if !claims.sub.is_empty() => Some(&claims.sub),
+            _ => None,
+        }
+    }
+}
+
+/// Reads and verifies the client's token, if it presented one.
+pub fn identify(
+    ctx: &Context,
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+) -> Result<Identity, Refusal> {
+    let Some(token) = herald_auth::token_from_request(headers, query, &ctx.config.token_cookie)
+    else {
+        return Ok(Identity::Anonymous);
+    };
+    match ctx.tokens.verify(&token) {
+        Ok(claims) => Ok(Identity::User(claims)),
+        Err(e) if e.is_expired() => Err(Refusal::new(ErrorCode::TokenExpired, e.to_string())),
+        Err(e) => Err(Refusal::new(ErrorCode::Unauthorized, e.to_string())),
+    }
+}
+
+/// Checks that `identity` may read `channel`, returning the channel's options.
+pub fn authorize_read<'a>(
+    ctx: &'a Context,
+    identity: &Identity,
+    channel: &str,
+) -> Result<&'a ChannelOptions, Refusal> {
+    let options = ctx
+        .node
+        .options(channel)
+        .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+    match identity {
+        Identity::User(claims) if claims.can_read(channel) => Ok(options),
+        Identity::User(_) if options.allow_anonymous => Ok(options),
+        Identity::User(claims) => Err(Refusal::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "token of {:?} does not grant channel {channel:?}",
+                claims.sub
+            ),
+        )),
+        Identity::Anonymous if options.allow_anonymous => Ok(options),
+        Identity::Anonymous => Err(Refusal::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "channel {channel:?} needs a token (Authorization: Bearer, cookie, or ?token=)"
+            ),
+        )),
+    }
+}
+
+/// Serves one request that reached hyper.
+pub async fn handle(
+    ctx: Arc<Context>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let origin_headers = request.headers().clone();
+    let mut response = route(&ctx, request, peer).await;
+    http_util::add_cors(
+        &ctx.config.allowed_origins,
+        &origin_headers,
+        response.headers_mut(),
+    );
+    response
+}
+
+async fn route(ctx: &Arc<Context>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    match (request.method(), path.as_str()) {
+        (&Method::GET, "/events") => {
+            let version = match request.version() {
+                http::Version::HTTP_2 => HttpVersion::Http2,
+                _ => HttpVersion::Http1,
+            };
+            let (parts, _) = request.into_parts();
+            match sse::SseStream::open(ctx, &parts, version).await {
+                Ok(stream) => streaming_response(stream),
+                Err(refusal) => refusal.into_response(),
+            }
+        }
+        (&Method::POST, "/publish") => client_publish(ctx, request).await,
+        (&Method::OPTIONS, _) => {
+            http_util::preflight(&ctx.config.allowed_origins, request.headers())
+        }
+        (&Method::POST, p) if p.starts_with("/api/") => {
+            let method = p["/api/".len()..].to_owned();
+            api::handle(ctx, &method, peer, request).await
+        }
+        (_, p) if p.starts_with("/api/") => error(
+            ErrorCode::BadRequest,
+            "the server API takes POST with a JSON body",
+        ),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") if ctx.draining() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        (&Method::GET, "/readyz") => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/metrics") => {
+            let mut response = text(StatusCode::OK, ctx.metrics.encode());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        (&Method::GET, "/") => text(
+            StatusCode::OK,
+            "Herald real-time server. Subscribe: GET /events?channel=NAME. Publish: POST /api/publish.\n",
+        ),
+        _ => error(
+            ErrorCode::MethodNotFound,
+            format!("no route for {} {path}", request.method()),
+        ),
+    }
+}
+
+/// Wraps an SSE stream as a streaming response body.
+fn streaming_response(stream: sse::SseStream) -> Response<Body> {
+    let headers = stream.response_headers();
+    let chunks = futures_util::stream::unfold(stream, |mut stream| async move {
+        let chunk = stream.next_chunk().await?;
+        Some((Ok(Frame::data(chunk)), stream))
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+    *response.headers_mut() = headers;
+    response
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Reads a request body, refusing more than the configured limit.
+pub async fn read_body(ctx: &Context, body: Incoming) -> Result<Bytes, Refusal> {
+    match Limited::new(body, ctx.config.max_request_body)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::new(
+            ErrorCode::LimitExceeded,
+            format!("request body exceeds {} bytes", ctx.config.max_request_body),
+        )),
+        Err(e) => Err(Refusal::new(
+            ErrorCode::BadRequest,
+            format!("reading the body failed: {e}"),
+        )),
+    }
+}
+
+/// `POST /publish?channel=NAME`: a client publishes with its own token, in
+/// namespaces that allow client publishing. The body is the JSON data, or raw bytes
+/// with `Content-Type: application/octet-stream`.
+async fn client_publish(ctx: &Arc<Context>, request: Request<Incoming>) -> Response<Body> {
+    match try_client_publish(ctx, request).await {
+        Ok(result) => {
+            ctx.metrics.publications.inc();
+            result_response(&result)
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn try_client_publish(
+    ctx: &Arc<Context>,
+    request: Request<Incoming>,
+) -> Result<herald_protocol::api::PublishResult, Refusal> {
+    let (parts, body) = request.into_parts();
+    let query = parts.uri.query();
+    let channel = http_util::query_values(query, "channel")
+        .next()
+        .ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::BadRequest,
+                "the channel query parameter is required",
+            )
+        })?;
+    let identity = identify(ctx, &parts.headers, query)?;
+    let options = authorize_read(ctx, &identity, &channel)?;
+    if !options.allow_publish {
+        return Err(Refusal::new(
+            ErrorCode::PermissionDenied,
+            format!("clients may not publish to {channel:?} (namespace option allow_publish)"),
+        ));
+    }
+    let bytes = read_body(ctx, body).await?;
+    let binary = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+    let payload = if binary {
+        Payload::Binary(bytes)
+    } else {
+        Payload::json(&bytes).map_err(|e| Refusal::new(ErrorCode::BadRequest, e.to_string()))?
+    };
+    let position = ctx
+        .node
+        .publish(&channel, payload)
+        .await
+        .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+    Ok(herald_protocol::api::PublishResult {
+        offset: position.offset,
+        epoch: position.epoch,
+    })
+}

@@ -1,0 +1,304 @@
+//! The SSE transport: `GET /events?channel=a&channel=b`, a plain `text/event-stream`
+//! any `EventSource` opens. Framing and event types are in `herald_protocol::sse`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use herald_core::{CloseReason, Outbox, Resume};
+use herald_protocol::sse::{self, RecoveryFailure};
+use herald_protocol::{ErrorCode, ResumeToken, ResumeTokenError, StreamPosition};
+use http::header::{self, HeaderMap, HeaderValue};
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::http_util::Refusal;
+use crate::metrics::{ConnectionLabels, HttpVersion, Transport, TransportLabels};
+use crate::routes::{Context, authorize_read, identify};
+
+/// An open SSE stream: its subscriptions, each channel's position, and its outbox.
+/// Dropping it unsubscribes everything.
+pub struct SseStream {
+    ctx: Arc<Context>,
+    outbox: Arc<Outbox>,
+    /// Canonical (sorted, deduplicated) channel list; index = delivery slot.
+    channels: Box<[Box<str>]>,
+    positions: Box<[StreamPosition]>,
+    user: Option<Box<str>>,
+    version: HttpVersion,
+    /// Events prepared at open (retry, connected, recovery), sent first.
+    opening: Option<Bytes>,
+    finished: bool,
+    shutdown: watch::Receiver<bool>,
+    next_heartbeat: Instant,
+}
+
+impl SseStream {
+    /// Authenticates, authorizes and subscribes a stream request; on refusal, the
+    /// response to send instead.
+    pub async fn open(
+        ctx: &Arc<Context>,
+        request: &http::request::Parts,
+        version: HttpVersion,
+    ) -> Result<SseStream, Refusal> {
+        if ctx.draining() {
+            return Err(Refusal::new(
+                ErrorCode::NotAvailable,
+                "server is shutting down; reconnect",
+            ));
+        }
+        let query = request.uri.query();
+        let mut channels: Vec<Box<str>> = crate::http_util::query_values(query, "channel")
+            .map(|c| Box::from(c.as_ref()))
+            .collect();
+        channels.sort();
+        channels.dedup();
+        if channels.is_empty() {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "at least one channel query parameter is required",
+            ));
+        }
+        if channels.len() > ctx.config.max_channels_per_stream {
+            return Err(Refusal::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "a stream carries at most {} channels",
+                    ctx.config.max_channels_per_stream
+                ),
+            ));
+        }
+        let identity = identify(ctx, &request.headers, query)?;
+        for channel in &channels {
+            authorize_read(ctx, &identity, channel)?;
+        }
+        let last_event_id = request
+            .headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| {
+                crate::http_util::query_values(query, "last-event-id")
+                    .next()
+                    .map(Into::into)
+            })
+            .filter(|id| !id.is_empty());
+        let resume_from = last_event_id.map(|id| ResumeToken::decode(&id, &channels));
+
+        let outbox = Outbox::new(ctx.config.client_queue_max_bytes);
+        let mut stream = SseStream {
+            ctx: Arc::clone(ctx),
+            outbox,
+            positions: vec![StreamPosition::default(); channels.len()].into(),
+            channels: channels.into(),
+            user: identity.user().map(Box::from),
+            version,
+            opening: None,
+            finished: false,
+            shutdown: ctx.shutdown.clone(),
+            next_heartbeat: Instant::now() + ctx.config.heartbeat,
+        };
+        stream.shutdown.mark_unchanged();
+        stream.count_connection();
+        if let Some(user) = &stream.user {
+            ctx.node.hub().add_user_connection(user, &stream.outbox);
+        }
+        stream.subscribe_all(resume_from).await?;
+        Ok(stream)
+    }
+
+    /// Subscribes every channel, resuming from the token when one was given, and
+    /// prepares the opening events.
+    async fn subscribe_all(
+        &mut self,
+        resume_from: Option<Result<ResumeToken, ResumeTokenError>>,
+    ) -> Result<(), Refusal> {
+        let (since, token_failure) = match resume_from {
+            None => (None, None),
+            Some(Ok(token)) => (Some(token.positions), None),
+            Some(Err(ResumeTokenError::Malformed)) => {
+                (None, Some(RecoveryFailure::MalformedLastEventId))
+            }
+            Some(Err(ResumeTokenError::OtherChannels)) => {
+                (None, Some(RecoveryFailure::OtherChannels))
+            }
+        };
+        let mut failures = Vec::new();
+        let mut recovered = Vec::new();
+        for slot in 0..self.channels.len() {
+            let channel = &self.channels[slot];
+            let from = since.as_ref().map(|positions| &positions[slot]);
+            let resume = self
+                .ctx
+                .node
+                .subscribe(channel, &self.outbox, slot as u32, from)
+                .await
+                .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+            match resume {
+                Resume::Fresh { position } => {
+                    self.positions[slot] = position.clone();
+                    if let Some(reason) = token_failure {
+                        failures.push((slot, reason, position));
+                    }
+                }
+                Resume::Recovered {
+                    publications,
+                    position,
+                } => {
+                    self.positions[slot] = from.cloned().unwrap_or_default();
+                    recovered.push((slot, publications, position));
+                }
+                Resume::Failed { reason, position } => {
+                    self.positions[slot] = from.cloned().unwrap_or_else(|| position.clone());
+                    failures.push((slot, reason, position));
+                }
+            }
+        }
+
+        let mut out = sse::retry(rand::rng().random_range(3000..5000)).to_vec();
+        let listed: Vec<(&str, &StreamPosition)> = self
+            .channels
+            .iter()
+            .map(|c| &**c)
+            .zip(self.positions.iter())
+            .collect();
+        out.extend_from_slice(&sse::connected_body(&listed));
+        self.write_id(&mut out);
+        for (slot, reason, position) in failures {
+            out.extend_from_slice(&sse::recovery_failed_body(
+                &self.channels[slot],
+                reason,
+                &position,
+            ));
+            self.positions[slot] = position;
+            self.write_id(&mut out);
+        }
+        for (slot, publications, position) in recovered {
+            for publication in &publications {
+                out.extend_from_slice(&sse::publication_body(
+                    &self.channels[slot],
+                    &position.epoch,
+                    publication,
+                ));
+                self.positions[slot].offset = publication.offset;
+                self.write_id(&mut out);
+            }
+            self.positions[slot] = position;
+        }
+        self.opening = Some(Bytes::from(out));
+        Ok(())
+    }
+
+    /// Headers of the 200 response.
+    pub fn response_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        headers
+    }
+
+    /// The next bytes to write: queued events, a heartbeat, or the closing
+    /// `disconnect` event; `None` once the stream is over.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(opening) = self.opening.take() {
+            return Some(self.wrote(opening));
+        }
+        if self.finished {
+            return None;
+        }
+        loop {
+            let taken = self.outbox.take();
+            let mut out = Vec::new();
+            let mut delivered = 0;
+            for delivery in taken.deliveries {
+                let slot = delivery.slot as usize;
+                // At the live/history seam a publication may come twice.
+                if delivery.offset <= self.positions[slot].offset {
+                    continue;
+                }
+                self.positions[slot].offset = delivery.offset;
+                out.extend_from_slice(&delivery.frame);
+                self.write_id(&mut out);
+                delivered += 1;
+            }
+            self.ctx.metrics.deliveries.inc_by(delivered);
+            if let Some(reason) = taken.closed {
+                out.extend_from_slice(&sse::disconnect_body(reason.code(), reason.as_str(), true));
+                self.write_id(&mut out);
+                self.finished = true;
+                self.ctx.metrics.disconnected(reason.as_str());
+                return Some(self.wrote(Bytes::from(out)));
+            }
+            if !out.is_empty() {
+                return Some(self.wrote(Bytes::from(out)));
+            }
+            tokio::select! {
+                _ = self.outbox.ready() => {}
+                _ = tokio::time::sleep_until(self.next_heartbeat) => {
+                    return Some(self.wrote(Bytes::from_static(sse::HEARTBEAT)));
+                }
+                _ = self.shutdown.changed() => self.outbox.close(CloseReason::Shutdown),
+            }
+        }
+    }
+
+    /// Ends the stream's id line with the current resume token.
+    fn write_id(&self, out: &mut Vec<u8>) {
+        let mut token = Vec::with_capacity(16 * self.channels.len());
+        ResumeToken::encode(&self.channels, &self.positions, &mut token);
+        sse::write_id_and_end(&token, out);
+    }
+
+    /// Accounts for bytes about to be written and pushes the heartbeat back.
+    fn wrote(&mut self, chunk: Bytes) -> Bytes {
+        self.next_heartbeat = Instant::now() + self.ctx.config.heartbeat;
+        self.ctx
+            .metrics
+            .bytes_written
+            .get_or_create(&TransportLabels {
+                transport: Transport::Sse,
+            })
+            .inc_by(chunk.len() as u64);
+        chunk
+    }
+
+    fn labels(&self) -> ConnectionLabels {
+        ConnectionLabels {
+            transport: Transport::Sse,
+            http_version: self.version,
+        }
+    }
+
+    fn count_connection(&self) {
+        let labels = self.labels();
+        self.ctx.metrics.connections.get_or_create(&labels).inc();
+        self.ctx
+            .metrics
+            .connections_total
+            .get_or_create(&labels)
+            .inc();
+    }
+}
+
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        for channel in &self.channels {
+            self.ctx.node.unsubscribe(channel, &self.outbox);
+        }
+        if let Some(user) = &self.user {
+            self.ctx
+                .node
+                .hub()
+                .remove_user_connection(user, &self.outbox);
+        }
+        self.ctx
+            .metrics
+            .connections
+            .get_or_create(&self.labels())
+            .dec();
+    }
+}
