@@ -180,6 +180,23 @@ async fn serve_socket(
     }
 }
 
+/// Lets a response stream drop the whole hyper connection it runs on: when a client
+/// stops reading, hyper stops polling the stream's body (flow control), so only the
+/// connection's task can end it.
+#[derive(Clone, Default)]
+pub struct ConnectionAbort(Arc<tokio::sync::Notify>);
+
+impl ConnectionAbort {
+    /// Asks the connection's task to drop the connection.
+    pub fn abort(&self) {
+        self.0.notify_one();
+    }
+
+    async fn aborted(&self) {
+        self.0.notified().await;
+    }
+}
+
 /// Serves a connection with hyper (HTTP/1.1 keep-alive or HTTP/2), until it ends or
 /// the server drains.
 pub async fn serve_hyper<S>(io: S, ctx: Arc<Context>, peer: SocketAddr)
@@ -187,10 +204,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut shutdown = ctx.shutdown.clone();
-    let service = service_fn(move |request| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, std::convert::Infallible>(routes::handle(ctx, request, peer).await) }
-    });
+    let abort = ConnectionAbort::default();
+    let service = {
+        let abort = abort.clone();
+        service_fn(move |request| {
+            let ctx = ctx.clone();
+            let abort = abort.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(routes::handle(ctx, request, peer, abort).await)
+            }
+        })
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -208,6 +232,9 @@ where
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection error");
             }
+        }
+        () = abort.aborted() => {
+            tracing::debug!(%peer, "connection dropped: a stream's client stopped reading");
         }
         () = async { let _ = shutdown.wait_for(|draining| *draining).await; } => {
             connection.as_mut().graceful_shutdown();

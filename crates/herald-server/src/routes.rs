@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::http_util::{self, Body, Refusal, error, full, result_response};
+use crate::listener::ConnectionAbort;
 use crate::metrics::{HttpVersion, Metrics};
 use crate::{api, sse};
 
@@ -108,9 +109,10 @@ pub async fn handle(
     ctx: Arc<Context>,
     request: Request<Incoming>,
     peer: SocketAddr,
+    abort: ConnectionAbort,
 ) -> Response<Body> {
     let origin_headers = request.headers().clone();
-    let mut response = route(&ctx, request, peer).await;
+    let mut response = route(&ctx, request, peer, abort).await;
     http_util::add_cors(
         &ctx.config.allowed_origins,
         &origin_headers,
@@ -119,7 +121,12 @@ pub async fn handle(
     response
 }
 
-async fn route(ctx: &Arc<Context>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn route(
+    ctx: &Arc<Context>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    abort: ConnectionAbort,
+) -> Response<Body> {
     let path = request.uri().path().to_owned();
     match (request.method(), path.as_str()) {
         (&Method::GET, "/events") => {
@@ -129,7 +136,7 @@ async fn route(ctx: &Arc<Context>, request: Request<Incoming>, peer: SocketAddr)
             };
             let (parts, _) = request.into_parts();
             match sse::SseStream::open(ctx, &parts, version).await {
-                Ok(stream) => streaming_response(stream),
+                Ok(stream) => streaming_response(ctx, stream, abort),
                 Err(refusal) => refusal.into_response(),
             }
         }
@@ -169,12 +176,42 @@ async fn route(ctx: &Arc<Context>, request: Request<Incoming>, peer: SocketAddr)
     }
 }
 
-/// Wraps an SSE stream as a streaming response body.
-fn streaming_response(stream: sse::SseStream) -> Response<Body> {
+/// Serves an SSE stream as a streaming body through hyper.
+///
+/// hyper polls a body only when it can send (socket writable, HTTP/2 window open),
+/// so a client that stops reading would leave the stream unpolled: its outbox
+/// overflow and its heartbeats would go unnoticed. A small pump task therefore
+/// drives the stream and hands chunks over a one-slot channel; when a chunk waits
+/// longer than the write timeout, the pump drops the connection.
+fn streaming_response(
+    ctx: &Arc<Context>,
+    mut stream: sse::SseStream,
+    abort: ConnectionAbort,
+) -> Response<Body> {
     let headers = stream.response_headers();
-    let chunks = futures_util::stream::unfold(stream, |mut stream| async move {
-        let chunk = stream.next_chunk().await?;
-        Some((Ok(Frame::data(chunk)), stream))
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        loop {
+            let chunk = tokio::select! {
+                chunk = stream.next_chunk() => chunk,
+                () = tx.closed() => return,
+            };
+            let Some(chunk) = chunk else { return };
+            match tokio::time::timeout(ctx.config.write_timeout, tx.send(chunk)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    ctx.metrics.disconnected("write_timeout");
+                    abort.abort();
+                    return;
+                }
+            }
+        }
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok(Frame::data(chunk)), rx))
     });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
     *response.headers_mut() = headers;

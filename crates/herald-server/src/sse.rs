@@ -75,8 +75,9 @@ impl SseStream {
         let last_event_id = request
             .headers
             .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+            // Non-ASCII bytes cannot be a Herald id; keep them so decoding reports
+            // the id as malformed instead of silently starting fresh.
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .or_else(|| {
                 crate::http_util::query_values(query, "last-event-id")
                     .next()
