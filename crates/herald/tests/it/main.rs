@@ -40,3 +40,4 @@ mod pubsub;
 mod resume;
 mod shutdown;
 mod slow;
+mod tls_reload;

@@ -283,11 +283,28 @@ impl Herald {
 
     /// Sends SIGTERM to the process.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal named `name` (`TERM`, `HUP`, …) to the process.
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([format!("-{name}"), self.pid().to_string()])
             .status()
-            .expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM {} failed", self.pid());
+            .unwrap_or_else(|e| panic!("run kill -{name}: {e}"));
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// Replaces the certificate and key files the server was started with by ones
+    /// issued by `ca` (the server reads them again on SIGHUP).
+    pub fn replace_tls_files(&self, ca: &TestCa) {
+        assert!(self.ca.is_some(), "replace_tls_files needs a TLS server");
+        ca.write_server_files(&self._dir.path);
+    }
+
+    /// A client for this server trusting only `ca`.
+    pub fn client_trusting(&self, ca: &TestCa) -> reqwest::Client {
+        make_client(Some(ca), true)
     }
 
     /// Waits for the process to exit, at most `timeout`.

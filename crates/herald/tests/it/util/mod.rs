@@ -3,7 +3,7 @@
 
 mod herald;
 mod sse;
-mod tls;
+pub mod tls;
 
 use std::time::Duration;
 
