@@ -26,7 +26,21 @@ const MAX_HEADERS: usize = 64;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one HTTP/1.x or h2c connection (after TLS, if any).
-pub async fn serve<S>(mut io: S, ctx: Arc<Context>, peer: SocketAddr)
+pub async fn serve<S>(io: S, ctx: Arc<Context>, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Everything before the stream loop is boxed and freed once done: a task's
+    // future is as large as its largest state, and an idle stream should pay only
+    // for the loop.
+    if let Some((io, stream)) = Box::pin(begin(io, &ctx, peer)).await {
+        stream_sse(io, &ctx, stream).await;
+    }
+}
+
+/// Reads the request head. An SSE request is opened and returned for the stream
+/// loop; anything else is served to completion by hyper.
+async fn begin<S>(mut io: S, ctx: &Arc<Context>, peer: SocketAddr) -> Option<(S, SseStream)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -36,21 +50,19 @@ where
             let _ = io
                 .write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
                 .await;
-            return;
+            return None;
         }
-        Ok(Err(HeadError::Closed)) | Err(_) => return,
+        Ok(Err(HeadError::Closed)) | Err(_) => return None,
     };
     match head {
-        Head::Sse(parts) => serve_sse(io, &ctx, parts).await,
-        // Boxed so this task's future stays small for SSE streams: hyper's
-        // connection future is large and only needed here.
+        Head::Sse(parts) => {
+            let stream = start_sse(&mut io, ctx, parts).await?;
+            Some((io, stream))
+        }
         Head::Other(buffered) => {
-            Box::pin(crate::listener::serve_hyper(
-                Prefixed::new(buffered, io),
-                ctx,
-                peer,
-            ))
-            .await
+            let prefixed = Prefixed::new(buffered, io);
+            Box::pin(crate::listener::serve_hyper(prefixed, ctx.clone(), peer)).await;
+            None
         }
     }
 }
@@ -120,31 +132,44 @@ fn to_parts(request: &httparse::Request<'_, '_>) -> Option<http::request::Parts>
     builder.body(()).ok().map(|r| r.into_parts().0)
 }
 
-async fn serve_sse<S>(mut io: S, ctx: &Arc<Context>, parts: http::request::Parts)
+/// Opens the stream and writes the response head; on refusal writes the error
+/// response instead and returns `None`.
+async fn start_sse<S>(
+    io: &mut S,
+    ctx: &Arc<Context>,
+    parts: http::request::Parts,
+) -> Option<SseStream>
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut headers = match SseStream::open(ctx, &parts, HttpVersion::Http1).await {
+        Ok(stream) => {
+            let mut headers = stream.response_headers();
+            add_cors(&ctx.config.allowed_origins, &parts.headers, &mut headers);
+            let mut head = b"HTTP/1.1 200 OK\r\nconnection: close\r\n".to_vec();
+            write_headers(&mut head, &headers);
+            return write(io, ctx, Bytes::from(head))
+                .await
+                .ok()
+                .map(|()| stream);
+        }
+        Err(refusal) => refusal.into_response(),
+    };
+    add_cors(
+        &ctx.config.allowed_origins,
+        &parts.headers,
+        headers.headers_mut(),
+    );
+    let _ = write_response(io, headers).await;
+    None
+}
+
+/// The life of an open stream: write what the stream yields until it ends, the
+/// client closes, or a write times out.
+async fn stream_sse<S>(mut io: S, ctx: &Context, mut stream: SseStream)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut stream = match SseStream::open(ctx, &parts, HttpVersion::Http1).await {
-        Ok(stream) => stream,
-        Err(refusal) => {
-            let mut response = refusal.into_response();
-            add_cors(
-                &ctx.config.allowed_origins,
-                &parts.headers,
-                response.headers_mut(),
-            );
-            let _ = write_response(&mut io, response).await;
-            return;
-        }
-    };
-    let mut head = b"HTTP/1.1 200 OK\r\nconnection: close\r\n".to_vec();
-    let mut headers = stream.response_headers();
-    add_cors(&ctx.config.allowed_origins, &parts.headers, &mut headers);
-    drop(parts);
-    write_headers(&mut head, &headers);
-    if write(&mut io, ctx, Bytes::from(head)).await.is_err() {
-        return;
-    }
     // A few bytes to notice the client closing; an SSE client sends nothing else.
     let mut probe = [0u8; 8];
     loop {

@@ -11,7 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
@@ -67,13 +67,10 @@ impl Server {
             }
             None => None,
         };
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = listen(config.listen).map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let node = Node::with_memory_engine(config.node.clone());
         tokio::spawn(node.clone().run_housekeeping(Duration::from_secs(1)));
@@ -155,6 +152,21 @@ impl Server {
     }
 }
 
+/// Accept-queue length: connect storms of thousands of clients must not overflow
+/// it (the default of 128 sends the overflow into 1 s SYN retries).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn serve_socket(
     socket: TcpStream,
     peer: SocketAddr,
@@ -162,10 +174,20 @@ async fn serve_socket(
     tls: Option<TlsAcceptor>,
 ) {
     let _ = socket.set_nodelay(true);
-    let Some(acceptor) = tls else {
-        return lean::serve(socket, ctx, peer).await;
-    };
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+    match tls {
+        None => lean::serve(socket, ctx, peer).await,
+        // Boxed: plain connections must not pay for the TLS branch's larger futures
+        // (a task's future is as large as its largest state).
+        Some(acceptor) => Box::pin(serve_tls(socket, acceptor, ctx, peer)).await,
+    }
+}
+
+async fn serve_tls(socket: TcpStream, acceptor: TlsAcceptor, ctx: Arc<Context>, peer: SocketAddr) {
+    let handshake = Box::pin(tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        acceptor.accept(socket),
+    ));
+    let stream = match handshake.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
