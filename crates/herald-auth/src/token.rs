@@ -258,7 +258,7 @@ fn token_error(kind: ErrorKind, alg: String) -> TokenError {
 }
 
 /// What a verified token says about its holder.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct Claims {
     /// User id; `""` for a user the application does not know.
     pub sub: String,
@@ -272,6 +272,19 @@ pub struct Claims {
     /// Application data passed through to other clients (presence, join/leave).
     #[serde(default)]
     pub info: Option<serde_json::Value>,
+    /// `info` as base64 bytes, for binary info (Centrifugo's `b64info`).
+    #[serde(default)]
+    pub b64info: Option<String>,
+    /// Server-side subscriptions of a connection token: channel → options. The
+    /// client protocol subscribes them at connect (Centrifugo's `subs`).
+    #[serde(default)]
+    pub subs: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Data kept by the server about the connection, never sent to clients.
+    #[serde(default)]
+    pub meta: Option<serde_json::Value>,
+    /// The channel of a subscription token (absent in connection tokens).
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 impl Claims {

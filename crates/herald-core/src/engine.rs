@@ -2,6 +2,7 @@ use futures_util::future::BoxFuture;
 use herald_protocol::{Payload, Publication, StreamPosition};
 
 use crate::ChannelOptions;
+use crate::presence::ClientInfo;
 
 /// Where a channel's publications are ordered and stored, and how they reach every
 /// node: the in-memory engine for one node; Redis or NATS engines past one machine.
@@ -30,6 +31,20 @@ pub trait Engine: Send + Sync + 'static {
         options: &'a ChannelOptions,
     ) -> BoxFuture<'a, Result<HistoryPage, EngineError>>;
 
+    /// Announces that `info` joined `channel` to subscribers on every node.
+    fn publish_join<'a>(
+        &'a self,
+        channel: &'a str,
+        info: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Announces that `info` left `channel` to subscribers on every node.
+    fn publish_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        info: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
     /// Drops a channel's retained publications; its position stays.
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 }
@@ -38,6 +53,12 @@ pub trait Engine: Send + Sync + 'static {
 pub trait PublicationSink: Send + Sync + 'static {
     /// Called once per publication, in offset order within a channel.
     fn deliver(&self, channel: &str, epoch: &str, publication: &Publication);
+
+    /// Called once per join event of `channel` (a client subscribed).
+    fn deliver_join(&self, channel: &str, info: &ClientInfo);
+
+    /// Called once per leave event of `channel` (a client unsubscribed).
+    fn deliver_leave(&self, channel: &str, info: &ClientInfo);
 
     /// Whether this node has subscribers on `channel` (engines keep such channels).
     fn has_subscribers(&self, channel: &str) -> bool;

@@ -1,11 +1,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use herald_protocol::{Publication, sse};
 
+use crate::encode;
 use crate::engine::PublicationSink;
 use crate::outbox::{CloseReason, Delivery, Outbox};
+use crate::presence::ClientInfo;
 
 /// This node's subscribers, by channel, and its connected users.
 ///
@@ -24,18 +27,65 @@ type Subscribers = Arc<Mutex<Vec<Subscriber>>>;
 #[derive(Debug)]
 struct Subscriber {
     outbox: Arc<Outbox>,
-    slot: u32,
+    tag: SubscriberTag,
+}
+
+/// How a subscriber receives a channel: its slot, its wire format, and whether it
+/// wants join/leave pushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriberTag {
+    /// The connection's own index for the channel, echoed in each [`Delivery`].
+    pub slot: u32,
+    /// The encoding the connection writes.
+    pub format: WireFormat,
+    /// Whether join and leave events are delivered too.
+    pub join_leave: bool,
+}
+
+/// The encodings a channel event is produced in, each at most once per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    /// An SSE event body (`herald_protocol::sse`).
+    Sse,
+    /// A Centrifuge protocol push, JSON encoding (`herald_protocol::centrifuge`).
+    ClientJson,
+}
+
+/// Frames of one event, encoded lazily once per wire format present; `None` when
+/// the event has no form in that format.
+struct Frames<F> {
+    encode: F,
+    sse: Option<Option<Bytes>>,
+    client_json: Option<Option<Bytes>>,
+}
+
+impl<F: Fn(WireFormat) -> Option<Bytes>> Frames<F> {
+    fn new(encode: F) -> Self {
+        Frames {
+            encode,
+            sse: None,
+            client_json: None,
+        }
+    }
+
+    fn get(&mut self, format: WireFormat) -> Option<Bytes> {
+        let slot = match format {
+            WireFormat::Sse => &mut self.sse,
+            WireFormat::ClientJson => &mut self.client_json,
+        };
+        slot.get_or_insert_with(|| (self.encode)(format)).clone()
+    }
 }
 
 impl Hub {
-    /// Starts delivering `channel` into `outbox`, tagged with `slot`.
-    pub fn subscribe(&self, channel: &str, outbox: &Arc<Outbox>, slot: u32) {
+    /// Starts delivering `channel` into `outbox` as `tag` describes.
+    pub fn subscribe(&self, channel: &str, outbox: &Arc<Outbox>, tag: SubscriberTag) {
         // Holding the map entry while adding keeps `unsubscribe` from removing the
         // channel between lookup and insert.
         let entry = self.channels.entry(Arc::from(channel)).or_default();
         lock(&entry).push(Subscriber {
             outbox: Arc::clone(outbox),
-            slot,
+            tag,
         });
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
     }
@@ -114,25 +164,66 @@ impl Hub {
     }
 }
 
-impl PublicationSink for Hub {
-    fn deliver(&self, channel: &str, epoch: &str, publication: &Publication) {
+impl Hub {
+    /// Pushes the event `encode` produces to the subscribers `wanted` selects, with
+    /// `offset` (0 for events that are not publications).
+    fn fan_out(
+        &self,
+        channel: &str,
+        offset: u64,
+        wanted: impl Fn(&SubscriberTag) -> bool,
+        encode: impl Fn(WireFormat) -> Option<Bytes>,
+    ) {
         let Some(subscribers) = self.channels.get(channel).map(|s| Arc::clone(&s)) else {
             return;
         };
         let subscribers = lock(&subscribers);
-        if subscribers.is_empty() {
-            return;
-        }
-        let frame = sse::publication_body(channel, epoch, publication);
-        for subscriber in subscribers.iter() {
+        let mut frames = Frames::new(encode);
+        let mut delivered = 0;
+        for subscriber in subscribers.iter().filter(|s| wanted(&s.tag)) {
+            let Some(frame) = frames.get(subscriber.tag.format) else {
+                continue;
+            };
             subscriber.outbox.push(Delivery {
-                slot: subscriber.slot,
-                offset: publication.offset,
-                frame: frame.clone(),
+                slot: subscriber.tag.slot,
+                offset,
+                frame,
             });
+            delivered += 1;
         }
-        self.deliveries
-            .fetch_add(subscribers.len() as u64, Ordering::Relaxed);
+        self.deliveries.fetch_add(delivered, Ordering::Relaxed);
+    }
+}
+
+impl PublicationSink for Hub {
+    fn deliver(&self, channel: &str, epoch: &str, publication: &Publication) {
+        self.fan_out(
+            channel,
+            publication.offset,
+            |_| true,
+            |format| match format {
+                WireFormat::Sse => Some(sse::publication_body(channel, epoch, publication)),
+                WireFormat::ClientJson => encode::publication_push(channel, publication),
+            },
+        );
+    }
+
+    fn deliver_join(&self, channel: &str, info: &ClientInfo) {
+        self.fan_out(
+            channel,
+            0,
+            |tag| tag.join_leave && tag.format == WireFormat::ClientJson,
+            |_| encode::join_push(channel, info),
+        );
+    }
+
+    fn deliver_leave(&self, channel: &str, info: &ClientInfo) {
+        self.fan_out(
+            channel,
+            0,
+            |tag| tag.join_leave && tag.format == WireFormat::ClientJson,
+            |_| encode::leave_push(channel, info),
+        );
     }
 
     fn has_subscribers(&self, channel: &str) -> bool {
@@ -150,6 +241,14 @@ mod tests {
     use super::*;
     use herald_protocol::Payload;
 
+    fn sse_tag(slot: u32) -> SubscriberTag {
+        SubscriberTag {
+            slot,
+            format: WireFormat::Sse,
+            join_leave: false,
+        }
+    }
+
     fn publication(offset: u64) -> Publication {
         Publication {
             offset,
@@ -161,8 +260,8 @@ mod tests {
     fn delivers_one_shared_frame_to_every_subscriber() {
         let hub = Hub::default();
         let (a, b) = (Outbox::new(1 << 20), Outbox::new(1 << 20));
-        hub.subscribe("c", &a, 0);
-        hub.subscribe("c", &b, 3);
+        hub.subscribe("c", &a, sse_tag(0));
+        hub.subscribe("c", &b, sse_tag(3));
         hub.deliver("c", "E", &publication(1));
         let (ta, tb) = (a.take(), b.take());
         assert_eq!(ta.deliveries[0].slot, 0);
@@ -179,7 +278,7 @@ mod tests {
     fn unsubscribe_removes_empty_channels() {
         let hub = Hub::default();
         let a = Outbox::new(1 << 20);
-        hub.subscribe("c", &a, 0);
+        hub.subscribe("c", &a, sse_tag(0));
         assert!(hub.has_subscribers("c"));
         hub.unsubscribe("c", &a);
         assert!(!hub.has_subscribers("c"));

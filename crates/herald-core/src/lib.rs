@@ -9,16 +9,20 @@
 //! outbox, in the history read, or both — never neither; the transport drops
 //! duplicates by offset.
 
+mod encode;
 mod engine;
 mod hub;
 mod memory;
 mod node;
 mod options;
 mod outbox;
+mod presence;
 
+pub use encode::wire_client_info;
 pub use engine::{Engine, EngineError, HistoryPage, PublicationSink};
-pub use hub::Hub;
+pub use hub::{Hub, SubscriberTag, WireFormat};
 pub use memory::MemoryEngine;
 pub use node::{CoreError, Node, NodeConfig, Resume};
-pub use options::{ChannelOptions, Namespaces, validate_channel};
+pub use options::{ChannelOptions, Namespaces, channel_users, validate_channel};
 pub use outbox::{CloseReason, Delivery, Outbox, Taken};
+pub use presence::{ClientInfo, MemoryPresence, PresenceStore};

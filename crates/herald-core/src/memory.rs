@@ -10,6 +10,7 @@ use rand::distr::Alphanumeric;
 
 use crate::ChannelOptions;
 use crate::engine::{Engine, EngineError, HistoryPage, PublicationSink};
+use crate::presence::ClientInfo;
 
 /// The single-node engine: streams live in this process's memory.
 ///
@@ -159,6 +160,24 @@ impl Engine for MemoryEngine {
         futures_util::future::ready(Ok(page)).boxed()
     }
 
+    fn publish_join<'a>(
+        &'a self,
+        channel: &'a str,
+        info: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.sink.deliver_join(channel, info);
+        futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn publish_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        info: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.sink.deliver_leave(channel, info);
+        futures_util::future::ready(Ok(())).boxed()
+    }
+
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         if let Some(stream) = self.streams.get(channel) {
             lock(&stream).history.clear();
@@ -196,6 +215,8 @@ mod tests {
                 .unwrap()
                 .push((channel.to_owned(), publication.offset));
         }
+        fn deliver_join(&self, _channel: &str, _info: &ClientInfo) {}
+        fn deliver_leave(&self, _channel: &str, _info: &ClientInfo) {}
         fn has_subscribers(&self, _channel: &str) -> bool {
             false
         }

@@ -5,10 +5,11 @@ use herald_protocol::sse::RecoveryFailure;
 use herald_protocol::{ErrorCode, Payload, Publication, StreamPosition};
 
 use crate::engine::{Engine, EngineError, HistoryPage};
-use crate::hub::Hub;
+use crate::hub::{Hub, SubscriberTag};
 use crate::memory::MemoryEngine;
 use crate::options::{ChannelOptions, Namespaces, validate_channel};
 use crate::outbox::Outbox;
+use crate::presence::{ClientInfo, MemoryPresence, PresenceStore};
 
 /// How a node is set up.
 #[derive(Debug, Clone)]
@@ -35,6 +36,7 @@ impl Default for NodeConfig {
 /// server API use.
 pub struct Node {
     engine: Arc<dyn Engine>,
+    presence: Arc<dyn PresenceStore>,
     memory: Option<Arc<MemoryEngine>>,
     hub: Arc<Hub>,
     config: NodeConfig,
@@ -102,6 +104,7 @@ impl Node {
         let memory = Arc::new(MemoryEngine::new(hub.clone(), config.history_meta_ttl));
         Arc::new(Node {
             engine: memory.clone(),
+            presence: Arc::new(MemoryPresence::default()),
             memory: Some(memory),
             hub,
             config,
@@ -152,7 +155,7 @@ impl Node {
         Ok(self.engine.remove_history(channel).await?)
     }
 
-    /// Subscribes `outbox` to `channel` (tagged `slot`) and works out where it starts:
+    /// Subscribes `outbox` to `channel` (as `tag` says) and works out where it starts:
     /// live from now, or from `since` with the missed publications, or an explicit
     /// failure when history cannot fill the gap. The outbox may already hold
     /// publications the returned history also holds; drop those by offset.
@@ -160,11 +163,11 @@ impl Node {
         &self,
         channel: &str,
         outbox: &Arc<Outbox>,
-        slot: u32,
+        tag: SubscriberTag,
         since: Option<&StreamPosition>,
     ) -> Result<Resume, CoreError> {
         let options = self.options(channel)?;
-        self.hub.subscribe(channel, outbox, slot);
+        self.hub.subscribe(channel, outbox, tag);
         let page = match self
             .engine
             .history(channel, since.map(|s| s.offset), None, options)
@@ -182,6 +185,44 @@ impl Node {
     /// Stops delivering `channel` into `outbox`.
     pub fn unsubscribe(&self, channel: &str, outbox: &Arc<Outbox>) {
         self.hub.unsubscribe(channel, outbox);
+    }
+
+    /// Records that `info` subscribed to `channel`: presence and join events, as the
+    /// channel's options ask.
+    pub async fn join(&self, channel: &str, info: &ClientInfo) -> Result<(), CoreError> {
+        let options = self.options(channel)?;
+        if options.presence {
+            self.presence.add(channel, info.clone()).await?;
+        }
+        if options.join_leave {
+            self.engine.publish_join(channel, info).await?;
+        }
+        Ok(())
+    }
+
+    /// Records that `info` left `channel`.
+    pub async fn leave(&self, channel: &str, info: &ClientInfo) -> Result<(), CoreError> {
+        let options = self.options(channel)?;
+        if options.presence {
+            self.presence.remove(channel, &info.client).await?;
+        }
+        if options.join_leave {
+            self.engine.publish_leave(channel, info).await?;
+        }
+        Ok(())
+    }
+
+    /// Clients present in `channel` (empty unless the channel tracks presence).
+    pub async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, CoreError> {
+        self.options(channel)?;
+        Ok(self.presence.presence(channel).await?)
+    }
+
+    /// Numbers of clients and of distinct users present in `channel`.
+    pub async fn presence_stats(&self, channel: &str) -> Result<(usize, usize), CoreError> {
+        let present = self.presence(channel).await?;
+        let users: std::collections::HashSet<&str> = present.iter().map(|c| &*c.user).collect();
+        Ok((present.len(), users.len()))
     }
 
     /// Runs engine housekeeping (history expiry) every `period`, forever.
@@ -232,7 +273,16 @@ fn resume_from(since: Option<&StreamPosition>, page: HistoryPage) -> Resume {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::WireFormat;
     use crate::outbox::Outbox;
+
+    fn tag(slot: u32) -> SubscriberTag {
+        SubscriberTag {
+            slot,
+            format: WireFormat::Sse,
+            join_leave: false,
+        }
+    }
 
     fn options_with_history(size: usize) -> NodeConfig {
         NodeConfig {
@@ -262,7 +312,7 @@ mod tests {
         publish_n(&node, "c", 4).await;
         let outbox = Outbox::new(1 << 20);
         let resume = node
-            .subscribe("c", &outbox, 0, Some(&at_three))
+            .subscribe("c", &outbox, tag(0), Some(&at_three))
             .await
             .unwrap();
         let Resume::Recovered {
@@ -290,7 +340,7 @@ mod tests {
         publish_n(&node, "c", 5).await;
         let outbox = Outbox::new(1 << 20);
         let resume = node
-            .subscribe("c", &outbox, 0, Some(&at_one))
+            .subscribe("c", &outbox, tag(0), Some(&at_one))
             .await
             .unwrap();
         assert!(matches!(
@@ -302,7 +352,7 @@ mod tests {
             epoch: "gone".into(),
         };
         let resume = node
-            .subscribe("d", &outbox, 1, Some(&other_epoch))
+            .subscribe("d", &outbox, tag(1), Some(&other_epoch))
             .await
             .unwrap();
         assert!(matches!(
@@ -319,7 +369,10 @@ mod tests {
         let node = Node::with_memory_engine(options_with_history(0));
         let top = publish_n(&node, "c", 3).await;
         let outbox = Outbox::new(1 << 20);
-        let resume = node.subscribe("c", &outbox, 0, Some(&top)).await.unwrap();
+        let resume = node
+            .subscribe("c", &outbox, tag(0), Some(&top))
+            .await
+            .unwrap();
         assert_eq!(
             resume,
             Resume::Recovered {

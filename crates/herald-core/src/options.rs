@@ -12,6 +12,22 @@ pub struct ChannelOptions {
     pub allow_publish: bool,
     /// Whether clients without a token may subscribe (and publish, if allowed).
     pub allow_anonymous: bool,
+    /// Whether any connected client may subscribe without a grant for the channel
+    /// (a token's `channels` claim or a subscription token).
+    pub allow_subscribe_for_client: bool,
+    /// Whether subscribers may read the channel's history.
+    pub allow_history_for_client: bool,
+    /// Whether subscribers may read the channel's presence.
+    pub allow_presence_for_client: bool,
+    /// Whether the channel tracks who is subscribed.
+    pub presence: bool,
+    /// Whether subscribers that ask for it get join and leave pushes.
+    pub join_leave: bool,
+    /// Whether every subscription recovers missed publications on resubscribe,
+    /// even when the client did not ask for it.
+    pub force_recovery: bool,
+    /// Whether `name#user1,user2` channels admit only the users listed.
+    pub allow_user_limited_channels: bool,
 }
 
 impl Default for ChannelOptions {
@@ -21,6 +37,13 @@ impl Default for ChannelOptions {
             history_ttl: Duration::from_secs(600),
             allow_publish: false,
             allow_anonymous: false,
+            allow_subscribe_for_client: false,
+            allow_history_for_client: false,
+            allow_presence_for_client: false,
+            presence: false,
+            join_leave: false,
+            force_recovery: false,
+            allow_user_limited_channels: false,
         }
     }
 }
@@ -54,6 +77,14 @@ impl Namespaces {
             None => Some(&self.default),
         }
     }
+}
+
+/// The users a user-limited channel (`name#alice,bob`) admits, or `None` for an
+/// ordinary channel.
+pub fn channel_users(channel: &str) -> Option<impl Iterator<Item = &str>> {
+    channel
+        .split_once('#')
+        .map(|(_, users)| users.split(',').filter(|u| !u.is_empty()))
 }
 
 /// Longest channel name accepted, in bytes.
@@ -90,6 +121,13 @@ mod tests {
             Some(&ChannelOptions::default())
         );
         assert_eq!(namespaces.options("nope:room"), None);
+    }
+
+    #[test]
+    fn user_limited_channels_list_their_users() {
+        let users: Vec<&str> = channel_users("dialog#alice,bob").unwrap().collect();
+        assert_eq!(users, ["alice", "bob"]);
+        assert!(channel_users("news").is_none());
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //! - [`sse`]: Server-Sent Events framing of publications and control events.
 //! - [`ResumeToken`]: the SSE `id:` that records every channel's position in a stream.
 //! - [`api`]: request and reply shapes of the Centrifugo-compatible server API.
+//! - [`centrifuge`]: the Centrifuge client protocol v2 (commands, replies, pushes,
+//!   disconnect codes) and its JSON codec.
 //! - [`ErrorCode`]: the error codes shared by the API and the client protocol.
 
 pub mod api;
+pub mod centrifuge;
 mod error;
 mod payload;
 mod resume;

@@ -281,17 +281,48 @@ async fn presence(
     ctx: &Context,
     request: shapes::ChannelRequest,
 ) -> Result<Response<Body>, ErrorReply> {
-    // Presence is tracked once the client protocol lands; until then it is empty.
-    ctx.node.options(&request.channel).map_err(core_error)?;
-    Ok(result_response(&shapes::PresenceResult::default()))
+    let present = ctx
+        .node
+        .presence(&request.channel)
+        .await
+        .map_err(core_error)?;
+    let presence = present
+        .iter()
+        .map(|info| (info.client.to_string(), client_info_json(info)))
+        .collect();
+    Ok(result_response(&shapes::PresenceResult { presence }))
+}
+
+/// `{"client","user","conn_info","chan_info"}` as Centrifugo's API returns it.
+fn client_info_json(info: &herald_core::ClientInfo) -> serde_json::Value {
+    let raw = |bytes: &Option<bytes::Bytes>| {
+        bytes
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+    };
+    let mut object = serde_json::json!({"client": &*info.client, "user": &*info.user});
+    if let Some(conn_info) = raw(&info.conn_info) {
+        object["conn_info"] = conn_info;
+    }
+    if let Some(chan_info) = raw(&info.chan_info) {
+        object["chan_info"] = chan_info;
+    }
+    object
 }
 
 async fn presence_stats(
     ctx: &Context,
     request: shapes::ChannelRequest,
 ) -> Result<Response<Body>, ErrorReply> {
-    ctx.node.options(&request.channel).map_err(core_error)?;
-    Ok(result_response(&shapes::PresenceStatsResult::default()))
+    let (clients, users) = ctx
+        .node
+        .presence_stats(&request.channel)
+        .await
+        .map_err(core_error)?;
+    Ok(result_response(&shapes::PresenceStatsResult {
+        num_clients: clients as u64,
+        num_users: users as u64,
+    }))
 }
 
 #[derive(Deserialize)]

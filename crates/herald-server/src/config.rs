@@ -33,6 +33,16 @@ pub struct ServerConfig {
     pub max_channels_per_stream: usize,
     /// Largest request body accepted (server API, client publish), in bytes.
     pub max_request_body: usize,
+    /// Largest client protocol message (one WebSocket message) accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Interval of server pings on client protocol connections.
+    pub client_ping_interval: Duration,
+    /// How long a client may take to answer a ping before it is disconnected.
+    pub client_pong_timeout: Duration,
+    /// How long a new client protocol connection may take to send `connect`.
+    pub client_connect_timeout: Duration,
+    /// Whether clients may connect with no token (as anonymous users).
+    pub allow_anonymous_connect: bool,
     /// Channels, history and limits.
     pub node: NodeConfig,
 }
@@ -61,6 +71,11 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             max_channels_per_stream: 64,
             max_request_body: 1024 * 1024,
+            max_message_bytes: 64 * 1024,
+            client_ping_interval: Duration::from_secs(25),
+            client_pong_timeout: Duration::from_secs(8),
+            client_connect_timeout: Duration::from_secs(10),
+            allow_anonymous_connect: false,
             node: NodeConfig::default(),
         }
     }

@@ -17,6 +17,8 @@ use crate::metrics::HttpVersion;
 use crate::prefixed::Prefixed;
 use crate::routes::Context;
 use crate::sse::SseStream;
+use crate::ws;
+use herald_protocol::ErrorCode;
 
 /// Largest request head accepted on the lean path.
 const MAX_HEAD: usize = 16 * 1024;
@@ -33,14 +35,25 @@ where
     // Everything before the stream loop is boxed and freed once done: a task's
     // future is as large as its largest state, and an idle stream should pay only
     // for the loop.
-    if let Some((io, stream)) = Box::pin(begin(io, &ctx, peer)).await {
-        stream_sse(io, &ctx, stream).await;
+    match Box::pin(begin(io, &ctx, peer)).await {
+        Some(Opened::Sse(io, stream)) => stream_sse(io, &ctx, stream).await,
+        Some(Opened::WebSocket(io)) => ws::serve(io, ctx, HttpVersion::Http1).await,
+        None => {}
     }
 }
 
-/// Reads the request head. An SSE request is opened and returned for the stream
-/// loop; anything else is served to completion by hyper.
-async fn begin<S>(mut io: S, ctx: &Arc<Context>, peer: SocketAddr) -> Option<(S, SseStream)>
+/// A long-lived connection set up by [`begin`], ready for its loop.
+enum Opened<S> {
+    /// An SSE stream whose response head was written.
+    Sse(S, SseStream),
+    /// A WebSocket whose `101` was written; the stream replays any bytes the client
+    /// sent right after its request.
+    WebSocket(Prefixed<S>),
+}
+
+/// Reads the request head. SSE and WebSocket requests are opened and returned for
+/// their loops; anything else is served to completion by hyper.
+async fn begin<S>(mut io: S, ctx: &Arc<Context>, peer: SocketAddr) -> Option<Opened<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -57,8 +70,19 @@ where
     match head {
         Head::Sse(parts) => {
             let stream = start_sse(&mut io, ctx, parts).await?;
-            Some((io, stream))
+            Some(Opened::Sse(io, stream))
         }
+        Head::WebSocket(parts, rest) => match ws::switching_protocols(&parts.headers) {
+            Ok(head) => {
+                write(&mut io, ctx, Bytes::from(head)).await.ok()?;
+                Some(Opened::WebSocket(Prefixed::new(rest, io)))
+            }
+            Err(why) => {
+                let refusal = crate::http_util::Refusal::new(ErrorCode::BadRequest, why);
+                let _ = write_response(&mut io, refusal.into_response()).await;
+                None
+            }
+        },
         Head::Other(buffered) => {
             let prefixed = Prefixed::new(buffered, io);
             Box::pin(crate::listener::serve_hyper(prefixed, ctx.clone(), peer)).await;
@@ -70,6 +94,9 @@ where
 enum Head {
     /// `GET /events`, parsed.
     Sse(http::request::Parts),
+    /// A WebSocket upgrade to `/connection/websocket`, parsed, and any bytes read
+    /// past the head.
+    WebSocket(http::request::Parts, Vec<u8>),
     /// Anything else: the bytes read so far, for hyper.
     Other(Vec<u8>),
 }
@@ -100,19 +127,23 @@ async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<Head, HeadError> 
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buffer) {
-            Ok(httparse::Status::Complete(_)) => {
-                let is_sse = request.method == Some("GET")
-                    && request
-                        .path
-                        .is_some_and(|p| p.split('?').next() == Some("/events"));
-                if !is_sse {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let path = request.path.and_then(|p| p.split('?').next());
+                let lean =
+                    request.method == Some("GET") && matches!(path, Some("/events" | ws::PATH));
+                // Let hyper serve other requests, and produce the error for heads
+                // `http` refuses.
+                let Some(parts) = lean.then(|| to_parts(&request)).flatten() else {
+                    return Ok(Head::Other(buffer));
+                };
+                if path == Some("/events") {
+                    return Ok(Head::Sse(parts));
+                }
+                if !ws::is_upgrade(&parts.headers) {
                     return Ok(Head::Other(buffer));
                 }
-                return Ok(match to_parts(&request) {
-                    Some(parts) => Head::Sse(parts),
-                    // Let hyper produce the error for heads `http` refuses.
-                    None => Head::Other(buffer),
-                });
+                let rest = buffer.split_off(head_len);
+                return Ok(Head::WebSocket(parts, rest));
             }
             Ok(httparse::Status::Partial) => continue,
             // hyper answers malformed requests with a proper 400.

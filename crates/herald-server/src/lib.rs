@@ -7,6 +7,7 @@
 //! together with the bytes already read. See docs/ARCHITECTURE.md.
 
 mod api;
+mod client;
 mod config;
 mod http_util;
 mod lean;
@@ -16,6 +17,7 @@ mod prefixed;
 mod routes;
 mod sse;
 mod tls;
+mod ws;
 
 pub use config::{ServerConfig, TlsPaths};
 pub use listener::Server;

@@ -11,6 +11,8 @@ use prometheus_client::registry::Registry;
 pub enum Transport {
     /// Server-Sent Events (`/events`).
     Sse,
+    /// WebSocket with the Centrifuge protocol (`/connection/websocket`).
+    WebSocket,
 }
 
 impl EncodeLabelValue for Transport {
@@ -18,6 +20,7 @@ impl EncodeLabelValue for Transport {
         use std::fmt::Write as _;
         encoder.write_str(match self {
             Transport::Sse => "sse",
+            Transport::WebSocket => "websocket",
         })
     }
 }
@@ -160,7 +163,7 @@ impl Metrics {
     /// Open client connections, over every transport and HTTP version.
     pub fn open_connections(&self) -> i64 {
         let mut total = 0;
-        for transport in [Transport::Sse] {
+        for transport in [Transport::Sse, Transport::WebSocket] {
             for http_version in [HttpVersion::Http1, HttpVersion::Http2] {
                 let labels = ConnectionLabels {
                     transport,

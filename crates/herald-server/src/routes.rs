@@ -17,7 +17,7 @@ use crate::config::ServerConfig;
 use crate::http_util::{self, Body, Refusal, error, full, result_response};
 use crate::listener::ConnectionAbort;
 use crate::metrics::{HttpVersion, Metrics};
-use crate::{api, sse};
+use crate::{api, sse, ws};
 
 /// State shared by every connection.
 pub struct Context {
@@ -140,6 +140,7 @@ async fn route(
                 Err(refusal) => refusal.into_response(),
             }
         }
+        (&Method::GET | &Method::CONNECT, ws::PATH) => websocket_upgrade(ctx, request),
         (&Method::POST, "/publish") => client_publish(ctx, request).await,
         (&Method::OPTIONS, _) => {
             http_util::preflight(&ctx.config.allowed_origins, request.headers())
@@ -174,6 +175,61 @@ async fn route(
             format!("no route for {} {path}", request.method()),
         ),
     }
+}
+
+/// Accepts a WebSocket through hyper: an HTTP/1.1 `Upgrade` on a keep-alive
+/// connection (`101`), or an HTTP/2 extended CONNECT with `:protocol websocket`
+/// (RFC 8441; answered `200` with an empty body, as Chrome requires).
+fn websocket_upgrade(ctx: &Arc<Context>, mut request: Request<Incoming>) -> Response<Body> {
+    let h2 = request.version() == http::Version::HTTP_2;
+    let mut response = Response::new(full(Bytes::new()));
+    if h2 {
+        let websocket = request.method() == Method::CONNECT
+            && request
+                .extensions()
+                .get::<hyper::ext::Protocol>()
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+        if !websocket {
+            return error(
+                ErrorCode::BadRequest,
+                "expected CONNECT with :protocol websocket",
+            );
+        }
+    } else {
+        let key = request.headers().get(header::SEC_WEBSOCKET_KEY);
+        let (true, Some(key)) = (ws::is_upgrade(request.headers()), key) else {
+            return error(
+                ErrorCode::BadRequest,
+                "expected a WebSocket upgrade request",
+            );
+        };
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let accept = ws::accept_key(key.as_bytes());
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
+        headers.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            http::HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+        );
+    }
+    let upgrade = hyper::upgrade::on(&mut request);
+    let ctx = ctx.clone();
+    let version = if h2 {
+        HttpVersion::Http2
+    } else {
+        HttpVersion::Http1
+    };
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => ws::serve(hyper_util::rt::TokioIo::new(upgraded), ctx, version).await,
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    response
 }
 
 /// Serves an SSE stream as a streaming body through hyper.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use herald_core::{CloseReason, Outbox, Resume};
+use herald_core::{CloseReason, Outbox, Resume, SubscriberTag, WireFormat};
 use herald_protocol::sse::{self, RecoveryFailure};
 use herald_protocol::{ErrorCode, ResumeToken, ResumeTokenError, StreamPosition};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -132,7 +132,16 @@ impl SseStream {
             let resume = self
                 .ctx
                 .node
-                .subscribe(channel, &self.outbox, slot as u32, from)
+                .subscribe(
+                    channel,
+                    &self.outbox,
+                    SubscriberTag {
+                        slot: slot as u32,
+                        format: WireFormat::Sse,
+                        join_leave: false,
+                    },
+                    from,
+                )
                 .await
                 .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
             match resume {

@@ -60,6 +60,20 @@ pub struct Cli {
     /// Let clients without a token subscribe to channels of the default namespace.
     #[arg(long, env = "HERALD_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_anonymous: Option<bool>,
+    /// Let client protocol connections (WebSocket and its fallbacks) connect with no
+    /// token, as anonymous users.
+    #[arg(long, env = "HERALD_ALLOW_ANONYMOUS_CONNECT", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_anonymous_connect: Option<bool>,
+    /// Interval of server pings on client protocol connections [default: 25s].
+    #[arg(long, env = "HERALD_CLIENT_PING_INTERVAL", value_parser = duration::parse)]
+    pub client_ping_interval: Option<Duration>,
+    /// How long a client may take to answer a ping [default: 8s].
+    #[arg(long, env = "HERALD_CLIENT_PONG_TIMEOUT", value_parser = duration::parse)]
+    pub client_pong_timeout: Option<Duration>,
+    /// Largest client protocol message in bytes; larger WebSocket messages are
+    /// closed with 1009 [default: 65536].
+    #[arg(long, env = "HERALD_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
     /// Let clients publish to channels of the default namespace (POST /publish).
     #[arg(long, env = "HERALD_ALLOW_CLIENT_PUBLISH", num_args = 0..=1, default_missing_value = "true")]
     pub allow_client_publish: Option<bool>,
@@ -153,8 +167,53 @@ struct FileConfig {
     max_publication_bytes: Option<usize>,
     shutdown_timeout: Option<String>,
     log_format: Option<LogFormat>,
+    allow_anonymous_connect: Option<bool>,
+    client_ping_interval: Option<String>,
+    client_pong_timeout: Option<String>,
+    max_message_bytes: Option<usize>,
+    presence: Option<bool>,
+    join_leave: Option<bool>,
+    force_recovery: Option<bool>,
+    allow_history_for_client: Option<bool>,
+    allow_presence_for_client: Option<bool>,
+    allow_subscribe_for_client: Option<bool>,
+    allow_user_limited_channels: Option<bool>,
     #[serde(default)]
     namespaces: Vec<FileNamespace>,
+}
+
+/// Applies the boolean channel options a file section sets onto `base`; the same
+/// fields exist at the top level (default namespace) and in `[[namespaces]]`.
+macro_rules! apply_channel_flags {
+    ($section:expr, $base:expr) => {{
+        let mut options: ChannelOptions = $base;
+        for (field, value) in [
+            (&mut options.presence, $section.presence),
+            (&mut options.join_leave, $section.join_leave),
+            (&mut options.force_recovery, $section.force_recovery),
+            (
+                &mut options.allow_history_for_client,
+                $section.allow_history_for_client,
+            ),
+            (
+                &mut options.allow_presence_for_client,
+                $section.allow_presence_for_client,
+            ),
+            (
+                &mut options.allow_subscribe_for_client,
+                $section.allow_subscribe_for_client,
+            ),
+            (
+                &mut options.allow_user_limited_channels,
+                $section.allow_user_limited_channels,
+            ),
+        ] {
+            if let Some(value) = value {
+                *field = value;
+            }
+        }
+        options
+    }};
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +241,13 @@ struct FileNamespace {
     history_ttl: Option<String>,
     allow_publish: Option<bool>,
     allow_anonymous: Option<bool>,
+    presence: Option<bool>,
+    join_leave: Option<bool>,
+    force_recovery: Option<bool>,
+    allow_history_for_client: Option<bool>,
+    allow_presence_for_client: Option<bool>,
+    allow_subscribe_for_client: Option<bool>,
+    allow_user_limited_channels: Option<bool>,
 }
 
 /// Everything the binary needs after configuration is resolved.
@@ -260,6 +326,24 @@ pub fn load(cli: &Cli) -> Result<Settings, String> {
     {
         server.shutdown_timeout = timeout;
     }
+    if let Some(allow) = cli.allow_anonymous_connect.or(file.allow_anonymous_connect) {
+        server.allow_anonymous_connect = allow;
+    }
+    if let Some(interval) = cli
+        .client_ping_interval
+        .or(file_duration(&file.client_ping_interval)?)
+    {
+        server.client_ping_interval = interval;
+    }
+    if let Some(timeout) = cli
+        .client_pong_timeout
+        .or(file_duration(&file.client_pong_timeout)?)
+    {
+        server.client_pong_timeout = timeout;
+    }
+    if let Some(bytes) = cli.max_message_bytes.or(file.max_message_bytes) {
+        server.max_message_bytes = bytes;
+    }
 
     let mut default = ChannelOptions::default();
     if let Some(size) = cli.history_size.or(file.history_size) {
@@ -274,17 +358,22 @@ pub fn load(cli: &Cli) -> Result<Settings, String> {
     if let Some(allow) = cli.allow_client_publish.or(file.allow_client_publish) {
         default.allow_publish = allow;
     }
+    let default = apply_channel_flags!(file, default);
     let mut namespaces = Namespaces::new(default.clone());
     for namespace in file.namespaces {
         if namespace.name.is_empty() || namespace.name.contains(':') {
             return Err(format!("invalid namespace name {:?}", namespace.name));
         }
-        let options = ChannelOptions {
-            history_size: namespace.history_size.unwrap_or(default.history_size),
-            history_ttl: file_duration(&namespace.history_ttl)?.unwrap_or(default.history_ttl),
-            allow_publish: namespace.allow_publish.unwrap_or(default.allow_publish),
-            allow_anonymous: namespace.allow_anonymous.unwrap_or(default.allow_anonymous),
-        };
+        let options = apply_channel_flags!(
+            namespace,
+            ChannelOptions {
+                history_size: namespace.history_size.unwrap_or(default.history_size),
+                history_ttl: file_duration(&namespace.history_ttl)?.unwrap_or(default.history_ttl),
+                allow_publish: namespace.allow_publish.unwrap_or(default.allow_publish),
+                allow_anonymous: namespace.allow_anonymous.unwrap_or(default.allow_anonymous),
+                ..default.clone()
+            }
+        );
         namespaces.insert(namespace.name, options);
     }
     let mut node = NodeConfig {

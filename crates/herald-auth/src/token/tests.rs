@@ -114,6 +114,7 @@ fn hmac_algorithms_verify_and_claims_come_through() {
                 exp: Some(exp),
                 channels: vec!["news:*".into(), "chat".into()],
                 info: Some(json!({"name": "Alice"})),
+                ..Claims::default()
             },
             "{alg:?}"
         );
@@ -548,7 +549,7 @@ fn channel_matching() {
         sub: "u".into(),
         exp: None,
         channels: channels.iter().map(|s| s.to_string()).collect(),
-        info: None,
+        ..Claims::default()
     };
     let c = claims(&["news:*", "chat", "exact*ish"]);
     assert!(c.can_read("news:sport"));

@@ -1,0 +1,787 @@
+//! The Centrifuge client protocol (v2, JSON) as a transport-neutral session: the
+//! transport feeds it incoming frames and writes what it returns.
+//!
+//! One session per connection: `connect` first (within the connect timeout), then
+//! subscriptions, publishes, presence, history, token refreshes. Publications reach
+//! the session through its outbox as pushes encoded once per publication; the
+//! session drops duplicates at the live/history seam by offset, exactly as SSE does.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use herald_auth::Claims;
+use herald_core::{
+    ChannelOptions, ClientInfo, CloseReason, Outbox, Resume, SubscriberTag, WireFormat,
+    channel_users,
+};
+use herald_protocol::centrifuge::{self as proto, Codec, Command, DisconnectCode, Reply, Request};
+use herald_protocol::{ErrorCode, ErrorReply, Payload, StreamPosition};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::metrics::{ConnectionLabels, HttpVersion, Transport};
+use crate::routes::Context;
+
+/// What the transport should do next: write `frame` (newline-separated protocol
+/// messages), then close with `close` when set.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Bytes to send as one message.
+    pub frame: Option<Vec<u8>>,
+    /// Close the connection after the frame.
+    pub close: Option<Disconnect>,
+}
+
+/// Why the server closes a connection; the WebSocket close code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    /// The protocol's disconnect code (also the WebSocket close code).
+    pub code: u16,
+    /// Why, for humans and SDK logs.
+    pub reason: String,
+}
+
+impl Disconnect {
+    fn from_code(code: DisconnectCode) -> Self {
+        Disconnect {
+            code: code.code(),
+            reason: code.reason().to_owned(),
+        }
+    }
+}
+
+/// One subscription of the session.
+struct Subscription {
+    slot: u32,
+    channel: Arc<str>,
+    position: StreamPosition,
+    info: ClientInfo,
+}
+
+/// The identity established by `connect`.
+struct Connected {
+    info: ClientInfo,
+    claims: Claims,
+    /// Unix time the connection's credentials expire, if they do.
+    expires_at: Option<u64>,
+}
+
+/// A client protocol session.
+pub struct ClientSession {
+    ctx: Arc<Context>,
+    labels: ConnectionLabels,
+    outbox: Arc<Outbox>,
+    shutdown: watch::Receiver<bool>,
+    connected: Option<Connected>,
+    subscriptions: Vec<Subscription>,
+    next_slot: u32,
+    /// When the client must have sent `connect`, or the next ping is due.
+    next_ping: Instant,
+    /// Set while a ping waits for its pong.
+    pong_deadline: Option<Instant>,
+}
+
+impl ClientSession {
+    /// A new session on a connection of `transport` over `version`.
+    pub fn new(ctx: Arc<Context>, transport: Transport, version: HttpVersion) -> Self {
+        let labels = ConnectionLabels {
+            transport,
+            http_version: version,
+        };
+        ctx.metrics.connections.get_or_create(&labels).inc();
+        ctx.metrics.connections_total.get_or_create(&labels).inc();
+        let mut shutdown = ctx.shutdown.clone();
+        shutdown.mark_unchanged();
+        let next_ping = Instant::now() + ctx.config.client_connect_timeout;
+        ClientSession {
+            outbox: Outbox::new(ctx.config.client_queue_max_bytes),
+            ctx,
+            labels,
+            shutdown,
+            connected: None,
+            subscriptions: Vec::new(),
+            next_slot: 0,
+            next_ping,
+            pong_deadline: None,
+        }
+    }
+
+    /// How long a write may block before the client counts as gone.
+    pub fn write_timeout(&self) -> Duration {
+        self.ctx.config.write_timeout
+    }
+
+    /// Counts a server-side disconnect the transport decided on.
+    pub fn count_disconnect(&self, reason: &'static str) {
+        self.ctx.metrics.disconnected(reason);
+    }
+
+    /// Handles one incoming message: one or more newline-separated commands.
+    pub async fn handle_frame(&mut self, frame: &[u8]) -> Output {
+        let commands = match CODEC.decode_commands(frame) {
+            Ok(commands) => commands,
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed client command");
+                return self.close(DisconnectCode::BadRequest);
+            }
+        };
+        let mut out = Vec::new();
+        for command in commands {
+            if command.is_pong() {
+                self.pong_deadline = None;
+                continue;
+            }
+            match self.handle_command(command).await {
+                Ok(Some(reply)) => CODEC.append_reply(&mut out, &reply),
+                Ok(None) => {}
+                Err(code) => {
+                    let mut output = self.close(code);
+                    output.frame = (!out.is_empty()).then_some(out);
+                    return output;
+                }
+            }
+        }
+        Output {
+            frame: (!out.is_empty()).then_some(out),
+            close: None,
+        }
+    }
+
+    /// Waits for what the server has to send on its own: pushes, pings, or a
+    /// disconnect (slow client, shutdown, server API, missing pong, expiry).
+    pub async fn next_output(&mut self) -> Output {
+        loop {
+            let taken = self.outbox.take();
+            let mut out = Vec::new();
+            let mut delivered = 0;
+            for delivery in taken.deliveries {
+                let Some(subscription) = self
+                    .subscriptions
+                    .iter_mut()
+                    .find(|s| s.slot == delivery.slot)
+                else {
+                    continue; // unsubscribed since it was queued
+                };
+                if delivery.offset != 0 {
+                    // At the live/history seam a publication may come twice.
+                    if delivery.offset <= subscription.position.offset {
+                        continue;
+                    }
+                    subscription.position.offset = delivery.offset;
+                    delivered += 1;
+                }
+                CODEC.append_message(&mut out, &delivery.frame);
+            }
+            self.ctx.metrics.deliveries.inc_by(delivered);
+            if let Some(reason) = taken.closed {
+                let code = match reason {
+                    CloseReason::Slow => DisconnectCode::Slow,
+                    CloseReason::Shutdown => DisconnectCode::Shutdown,
+                    CloseReason::Disconnected => DisconnectCode::ForceReconnect,
+                };
+                self.ctx.metrics.disconnected(reason.as_str());
+                let mut output = self.close(code);
+                output.frame = (!out.is_empty()).then_some(out);
+                return output;
+            }
+            if !out.is_empty() {
+                return self.wrote(out);
+            }
+            let deadline = self.pong_deadline.unwrap_or(self.next_ping);
+            tokio::select! {
+                () = self.outbox.ready() => {}
+                () = tokio::time::sleep_until(deadline) => return self.on_timer(),
+                _ = self.shutdown.changed() => self.outbox.close(CloseReason::Shutdown),
+            }
+        }
+    }
+
+    /// The ping interval passed, or the client missed its deadline.
+    fn on_timer(&mut self) -> Output {
+        if self.connected.is_none() {
+            self.ctx.metrics.disconnected("connect_timeout");
+            return self.close(DisconnectCode::Stale);
+        }
+        if self.pong_deadline.is_some() {
+            self.ctx.metrics.disconnected("no_pong");
+            return self.close(DisconnectCode::NoPong);
+        }
+        if let Some(expires_at) = self.connected.as_ref().and_then(|c| c.expires_at)
+            && unix_now() >= expires_at
+        {
+            self.ctx.metrics.disconnected("expired");
+            return self.close(DisconnectCode::Expired);
+        }
+        let now = Instant::now();
+        self.next_ping = now + self.ctx.config.client_ping_interval;
+        self.pong_deadline = Some(now + self.ctx.config.client_pong_timeout);
+        let mut out = Vec::new();
+        CODEC.append_message(&mut out, CODEC.ping());
+        self.wrote(out)
+    }
+
+    fn wrote(&self, out: Vec<u8>) -> Output {
+        self.ctx
+            .metrics
+            .bytes_written
+            .get_or_create(&crate::metrics::TransportLabels {
+                transport: self.labels.transport,
+            })
+            .inc_by(out.len() as u64);
+        Output {
+            frame: Some(out),
+            close: None,
+        }
+    }
+
+    fn close(&self, code: DisconnectCode) -> Output {
+        Output {
+            frame: None,
+            close: Some(Disconnect::from_code(code)),
+        }
+    }
+
+    /// Answers one command: `Ok(None)` when it has no reply, `Err` to disconnect.
+    async fn handle_command(&mut self, command: Command) -> Result<Option<Reply>, DisconnectCode> {
+        let id = command.id;
+        let Some(request) = command.request else {
+            return Ok(None);
+        };
+        if self.connected.is_none() {
+            return match request {
+                Request::Connect(connect) => self.connect(id, connect).await.map(Some),
+                // Anything before connect is a protocol violation.
+                _ => Err(DisconnectCode::BadRequest),
+            };
+        }
+        if id == 0 && !matches!(request, Request::Send(_)) {
+            // Only `send` goes without an id; anything else cannot be answered.
+            return Err(DisconnectCode::BadRequest);
+        }
+        let result: Result<proto::ReplyResult, ErrorReply> = match request {
+            Request::Connect(_) => return Err(DisconnectCode::BadRequest),
+            Request::Subscribe(request) => self.subscribe(request).await.map(Into::into),
+            Request::Unsubscribe(request) => {
+                self.unsubscribe(&request.channel).await;
+                Ok(proto::UnsubscribeResult {}.into())
+            }
+            Request::Publish(request) => self
+                .publish(request)
+                .await
+                .map(|()| proto::PublishResult {}.into()),
+            Request::Presence(request) => self.presence(&request.channel).await.map(Into::into),
+            Request::PresenceStats(request) => {
+                self.presence_stats(&request.channel).await.map(Into::into)
+            }
+            Request::History(request) => self.history(request).await.map(Into::into),
+            Request::Refresh(request) => self.refresh(&request.token).map(Into::into),
+            Request::SubRefresh(request) => self
+                .sub_refresh(&request.channel, &request.token)
+                .map(Into::into),
+            Request::Ping(_) => Ok(proto::PingResult {}.into()),
+            Request::Send(_) if id == 0 => return Ok(None),
+            Request::Send(_) | Request::Rpc(_) => Err(ErrorCode::NotAvailable
+                .reply("no RPC or message handler is configured on this server")),
+        };
+        Ok(Some(match result {
+            Ok(result) => Reply::ok(id, result),
+            Err(error) => Reply::error(id, wire_error(error)),
+        }))
+    }
+
+    async fn connect(
+        &mut self,
+        id: u32,
+        request: proto::ConnectRequest,
+    ) -> Result<Reply, DisconnectCode> {
+        let claims = if request.token.is_empty() {
+            if !self.ctx.config.allow_anonymous_connect {
+                return Ok(Reply::error(
+                    id,
+                    wire_error(ErrorCode::Unauthorized.reply("a connection token is required")),
+                ));
+            }
+            Claims::default()
+        } else {
+            match self.ctx.tokens.verify(&request.token) {
+                Ok(claims) => claims,
+                Err(e) if e.is_expired() => {
+                    return Ok(Reply::error(
+                        id,
+                        wire_error(ErrorCode::TokenExpired.reply(e.to_string())),
+                    ));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "connection token refused");
+                    return Err(DisconnectCode::InvalidToken);
+                }
+            }
+        };
+        let client: Arc<str> = Arc::from(new_client_id());
+        let info = ClientInfo {
+            client: client.clone(),
+            user: Arc::from(claims.sub.as_str()),
+            conn_info: conn_info(&claims),
+            chan_info: None,
+        };
+        if !info.user.is_empty() {
+            self.ctx
+                .node
+                .hub()
+                .add_user_connection(&info.user, &self.outbox);
+        }
+        let expires_at = claims.exp;
+        self.connected = Some(Connected {
+            info,
+            claims,
+            expires_at,
+        });
+        self.next_ping = Instant::now() + self.ctx.config.client_ping_interval;
+
+        // Server-side subscriptions from the token, recovering where the client
+        // asks (`subs` in the connect request).
+        let server_side: Vec<String> = {
+            let claims = &self.connected.as_ref().expect("just set").claims;
+            claims
+                .channels
+                .iter()
+                .chain(claims.subs.keys())
+                .filter(|c| !c.ends_with('*'))
+                .cloned()
+                .collect()
+        };
+        let mut subs = std::collections::BTreeMap::new();
+        for channel in server_side {
+            let recover = request.subs.get(&channel);
+            let subscribe = proto::SubscribeRequest {
+                channel: channel.clone(),
+                recover: recover.is_some_and(|r| r.recover),
+                epoch: recover.map(|r| r.epoch.clone()).unwrap_or_default(),
+                offset: recover.map_or(0, |r| r.offset),
+                ..Default::default()
+            };
+            match self.subscribe_checked(subscribe, None).await {
+                Ok(result) => {
+                    subs.insert(channel, result);
+                }
+                Err(error) => tracing::debug!(%channel, ?error, "server-side subscription failed"),
+            }
+        }
+        let ttl = expires_at.map(|at| at.saturating_sub(unix_now()));
+        Ok(Reply::ok(
+            id,
+            proto::ConnectResult {
+                client: client.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                expires: ttl.is_some(),
+                ttl: ttl.unwrap_or(0) as u32,
+                ping: self.ctx.config.client_ping_interval.as_secs() as u32,
+                pong: true,
+                subs,
+                ..Default::default()
+            },
+        ))
+    }
+
+    fn connection(&self) -> &Connected {
+        self.connected
+            .as_ref()
+            .expect("commands after connect only")
+    }
+
+    /// Checks that the client may subscribe `channel` (with an optional subscription
+    /// token), returning the channel's options and the channel info to announce.
+    fn authorize_subscribe(
+        &self,
+        channel: &str,
+        token: &str,
+    ) -> Result<(&ChannelOptions, Option<Bytes>), ErrorReply> {
+        let options = self
+            .ctx
+            .node
+            .options(channel)
+            .map_err(|e| e.code().reply(e.to_string()))?;
+        let connection = self.connection();
+        let user = &*connection.info.user;
+        if !token.is_empty() {
+            let claims = self.ctx.tokens.verify(token).map_err(|e| {
+                if e.is_expired() {
+                    ErrorCode::TokenExpired.reply(e.to_string())
+                } else {
+                    ErrorCode::PermissionDenied.reply(e.to_string())
+                }
+            })?;
+            if claims.channel.as_deref() != Some(channel) || claims.sub != user {
+                return Err(ErrorCode::PermissionDenied
+                    .reply("the subscription token is for another channel or user"));
+            }
+            return Ok((options, conn_info(&claims)));
+        }
+        let granted = connection.claims.can_read(channel)
+            || connection.claims.subs.contains_key(channel)
+            || (options.allow_user_limited_channels
+                && channel_users(channel).is_some_and(|mut users| users.any(|u| u == user)))
+            || (options.allow_subscribe_for_client && !user.is_empty())
+            || options.allow_anonymous;
+        if granted {
+            Ok((options, None))
+        } else {
+            Err(ErrorCode::PermissionDenied.reply(format!(
+                "no permission to subscribe to {channel:?}: needs a subscription token or a grant"
+            )))
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        request: proto::SubscribeRequest,
+    ) -> Result<proto::SubscribeResult, ErrorReply> {
+        let (_, chan_info) = self.authorize_subscribe(&request.channel, &request.token)?;
+        self.subscribe_checked(request, chan_info).await
+    }
+
+    /// Subscribes an authorized channel: registers with the hub, resumes from the
+    /// client's position when asked, announces the join.
+    async fn subscribe_checked(
+        &mut self,
+        request: proto::SubscribeRequest,
+        chan_info: Option<Bytes>,
+    ) -> Result<proto::SubscribeResult, ErrorReply> {
+        let channel: Arc<str> = Arc::from(request.channel.as_str());
+        if self.subscriptions.iter().any(|s| s.channel == channel) {
+            return Err(ErrorCode::AlreadySubscribed.reply(""));
+        }
+        let options = self
+            .ctx
+            .node
+            .options(&channel)
+            .map_err(|e| e.code().reply(e.to_string()))?
+            .clone();
+        let recoverable = options.history_size > 0 && !options.history_ttl.is_zero();
+        let recovering = (request.recover || options.force_recovery) && !request.epoch.is_empty();
+        let since = recovering.then(|| StreamPosition {
+            offset: request.offset,
+            epoch: request.epoch.clone(),
+        });
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let tag = SubscriberTag {
+            slot,
+            format: WireFormat::ClientJson,
+            join_leave: request.join_leave && options.join_leave,
+        };
+        let resume = self
+            .ctx
+            .node
+            .subscribe(&channel, &self.outbox, tag, since.as_ref())
+            .await
+            .map_err(|e| e.code().reply(e.to_string()))?;
+        let (position, publications, recovered) = match resume {
+            Resume::Fresh { position } => (position, Vec::new(), false),
+            Resume::Recovered {
+                position,
+                publications,
+            } => (position, publications, true),
+            Resume::Failed { position, .. } => (position, Vec::new(), false),
+        };
+        let mut info = self.connection().info.clone();
+        info.chan_info = chan_info;
+        if let Err(e) = self.ctx.node.join(&channel, &info).await {
+            tracing::warn!(%channel, error = %e, "join failed");
+        }
+        self.subscriptions.push(Subscription {
+            slot,
+            channel,
+            position: position.clone(),
+            info,
+        });
+        Ok(proto::SubscribeResult {
+            recoverable,
+            epoch: position.epoch,
+            offset: position.offset,
+            positioned: recoverable,
+            publications: wire_publications(&publications),
+            recovered,
+            was_recovering: recovering,
+            ..Default::default()
+        })
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) {
+        let Some(at) = self
+            .subscriptions
+            .iter()
+            .position(|s| &*s.channel == channel)
+        else {
+            return;
+        };
+        let subscription = self.subscriptions.swap_remove(at);
+        self.ctx.node.unsubscribe(channel, &self.outbox);
+        if let Err(e) = self.ctx.node.leave(channel, &subscription.info).await {
+            tracing::warn!(%channel, error = %e, "leave failed");
+        }
+    }
+
+    fn subscribed(&self, channel: &str) -> bool {
+        self.subscriptions.iter().any(|s| &*s.channel == channel)
+    }
+
+    async fn publish(&mut self, request: proto::PublishRequest) -> Result<(), ErrorReply> {
+        let options = self
+            .ctx
+            .node
+            .options(&request.channel)
+            .map_err(|e| e.code().reply(e.to_string()))?;
+        if !options.allow_publish {
+            return Err(
+                ErrorCode::PermissionDenied.reply("clients may not publish to this channel")
+            );
+        }
+        if !self.subscribed(&request.channel)
+            && self.authorize_subscribe(&request.channel, "").is_err()
+        {
+            return Err(ErrorCode::PermissionDenied.reply("no permission for this channel"));
+        }
+        let raw = request
+            .data
+            .as_deref()
+            .ok_or_else(|| ErrorCode::BadRequest.reply("data is required"))?;
+        let data = Payload::json(raw.get().as_bytes())
+            .map_err(|e| ErrorCode::BadRequest.reply(e.to_string()))?;
+        self.ctx
+            .node
+            .publish(&request.channel, data)
+            .await
+            .map_err(|e| e.code().reply(e.to_string()))?;
+        self.ctx.metrics.publications.inc();
+        Ok(())
+    }
+
+    /// Checks a presence or history read: subscribed, and allowed by the options.
+    fn check_read(
+        &self,
+        channel: &str,
+        allowed: impl Fn(&ChannelOptions) -> bool,
+    ) -> Result<(), ErrorReply> {
+        let options = self
+            .ctx
+            .node
+            .options(channel)
+            .map_err(|e| e.code().reply(e.to_string()))?;
+        if !allowed(options) {
+            return Err(ErrorCode::NotAvailable.reply("not enabled for this channel's namespace"));
+        }
+        if !self.subscribed(channel) {
+            return Err(ErrorCode::PermissionDenied.reply("subscribe to the channel first"));
+        }
+        Ok(())
+    }
+
+    async fn presence(&self, channel: &str) -> Result<proto::PresenceResult, ErrorReply> {
+        self.check_read(channel, |o| o.presence && o.allow_presence_for_client)?;
+        let present = self
+            .ctx
+            .node
+            .presence(channel)
+            .await
+            .map_err(|e| e.code().reply(e.to_string()))?;
+        Ok(proto::PresenceResult {
+            presence: present
+                .iter()
+                .map(|info| (info.client.to_string(), herald_core::wire_client_info(info)))
+                .collect(),
+        })
+    }
+
+    async fn presence_stats(
+        &self,
+        channel: &str,
+    ) -> Result<proto::PresenceStatsResult, ErrorReply> {
+        self.check_read(channel, |o| o.presence && o.allow_presence_for_client)?;
+        let (clients, users) = self
+            .ctx
+            .node
+            .presence_stats(channel)
+            .await
+            .map_err(|e| e.code().reply(e.to_string()))?;
+        Ok(proto::PresenceStatsResult {
+            num_clients: clients as u32,
+            num_users: users as u32,
+        })
+    }
+
+    async fn history(
+        &self,
+        request: proto::HistoryRequest,
+    ) -> Result<proto::HistoryResult, ErrorReply> {
+        self.check_read(&request.channel, |o| o.allow_history_for_client)?;
+        let limit = match request.limit {
+            0 => Some(0),
+            n if n < 0 => None,
+            n => Some(n as usize),
+        };
+        let since = request.since.as_ref();
+        let read_limit = if request.reverse { None } else { limit };
+        let page = self
+            .ctx
+            .node
+            .history(&request.channel, since.map(|s| s.offset), read_limit)
+            .await
+            .map_err(|e| e.code().reply(e.to_string()))?;
+        if let Some(since) = since
+            && !since.epoch.is_empty()
+            && since.epoch != page.top.epoch
+        {
+            return Err(ErrorCode::UnrecoverablePosition.reply("epoch changed"));
+        }
+        let mut publications = page.publications;
+        if request.reverse {
+            publications.reverse();
+            publications.truncate(limit.unwrap_or(usize::MAX));
+        }
+        Ok(proto::HistoryResult {
+            publications: wire_publications(&publications),
+            epoch: page.top.epoch,
+            offset: page.top.offset,
+        })
+    }
+
+    fn refresh(&mut self, token: &str) -> Result<proto::RefreshResult, ErrorReply> {
+        let claims = self.ctx.tokens.verify(token).map_err(|e| {
+            if e.is_expired() {
+                ErrorCode::TokenExpired.reply(e.to_string())
+            } else {
+                ErrorCode::Unauthorized.reply(e.to_string())
+            }
+        })?;
+        let connected = self
+            .connected
+            .as_mut()
+            .expect("commands after connect only");
+        if claims.sub != *connected.info.user {
+            return Err(ErrorCode::Unauthorized.reply("the new token is for another user"));
+        }
+        connected.expires_at = claims.exp;
+        let ttl = claims.exp.map(|at| at.saturating_sub(unix_now()));
+        connected.claims = claims;
+        Ok(proto::RefreshResult {
+            client: connected.info.client.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            expires: ttl.is_some(),
+            ttl: ttl.unwrap_or(0) as u32,
+        })
+    }
+
+    fn sub_refresh(
+        &self,
+        channel: &str,
+        token: &str,
+    ) -> Result<proto::SubRefreshResult, ErrorReply> {
+        if !self.subscribed(channel) {
+            return Err(ErrorCode::PermissionDenied.reply("not subscribed to this channel"));
+        }
+        let claims = self
+            .ctx
+            .tokens
+            .verify(token)
+            .map_err(|e| ErrorCode::PermissionDenied.reply(e.to_string()))?;
+        if claims.channel.as_deref() != Some(channel) || claims.sub != *self.connection().info.user
+        {
+            return Err(
+                ErrorCode::PermissionDenied.reply("the token is for another channel or user")
+            );
+        }
+        let ttl = claims.exp.map(|at| at.saturating_sub(unix_now()));
+        Ok(proto::SubRefreshResult {
+            expires: ttl.is_some(),
+            ttl: ttl.unwrap_or(0) as u32,
+        })
+    }
+}
+
+impl Drop for ClientSession {
+    fn drop(&mut self) {
+        self.ctx
+            .metrics
+            .connections
+            .get_or_create(&self.labels)
+            .dec();
+        let Some(connected) = self.connected.take() else {
+            return;
+        };
+        if !connected.info.user.is_empty() {
+            self.ctx
+                .node
+                .hub()
+                .remove_user_connection(&connected.info.user, &self.outbox);
+        }
+        let subscriptions = std::mem::take(&mut self.subscriptions);
+        for subscription in &subscriptions {
+            self.ctx
+                .node
+                .unsubscribe(&subscription.channel, &self.outbox);
+        }
+        // Presence and leave events may wait on the engine: finish them apart.
+        let node = self.ctx.node.clone();
+        tokio::spawn(async move {
+            for subscription in subscriptions {
+                let _ = node.leave(&subscription.channel, &subscription.info).await;
+            }
+        });
+    }
+}
+
+/// The client protocol encoding (JSON; Protobuf would be chosen per connection).
+const CODEC: Codec = Codec::Json;
+
+fn wire_error(error: ErrorReply) -> proto::Error {
+    proto::Error {
+        code: error.code,
+        message: error.message,
+        temporary: false,
+    }
+}
+
+/// Publications in the JSON encoding; binary ones cannot be carried and are left
+/// out.
+fn wire_publications(publications: &[herald_protocol::Publication]) -> Vec<proto::Publication> {
+    publications
+        .iter()
+        .filter_map(|p| proto::Publication::try_from(p).ok())
+        .collect()
+}
+
+/// The connection info of a token: `info` as JSON, else `b64info` decoded.
+fn conn_info(claims: &Claims) -> Option<Bytes> {
+    if let Some(info) = &claims.info {
+        return serde_json::to_vec(info).ok().map(Bytes::from);
+    }
+    use base64::Engine as _;
+    claims
+        .b64info
+        .as_deref()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .map(Bytes::from)
+}
+
+/// A random client id in UUID v4 form, as Centrifugo's.
+fn new_client_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-4{}-{:x}{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        (bytes[8] & 0x3) | 0x8,
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
