@@ -7,7 +7,7 @@ use herald_protocol::{Publication, sse};
 
 use crate::encode;
 use crate::engine::PublicationSink;
-use crate::outbox::{CloseReason, Delivery, Outbox};
+use crate::outbox::{Control, Delivery, Outbox};
 use crate::presence::ClientInfo;
 
 /// This node's subscribers, by channel, and its connected users.
@@ -17,12 +17,20 @@ use crate::presence::ClientInfo;
 #[derive(Debug, Default)]
 pub struct Hub {
     channels: DashMap<Arc<str>, Subscribers>,
-    users: DashMap<Box<str>, Vec<Weak<Outbox>>>,
+    users: DashMap<Box<str>, Vec<Connection>>,
     subscriptions: AtomicU64,
     deliveries: AtomicU64,
 }
 
 type Subscribers = Arc<Mutex<Vec<Subscriber>>>;
+
+/// A user's connection, for the server API to reach it.
+#[derive(Debug)]
+struct Connection {
+    /// The client id (client protocol sessions; `None` for SSE streams).
+    client: Option<Arc<str>>,
+    outbox: Weak<Outbox>,
+}
 
 #[derive(Debug)]
 struct Subscriber {
@@ -105,34 +113,43 @@ impl Hub {
         });
     }
 
-    /// Records that `outbox` belongs to `user`, for [`Hub::disconnect_user`].
-    pub fn add_user_connection(&self, user: &str, outbox: &Arc<Outbox>) {
+    /// Records that `outbox` belongs to `user` (and is client `client`), so the
+    /// server API can reach it ([`Hub::control_user`]).
+    pub fn add_user_connection(&self, user: &str, client: Option<&Arc<str>>, outbox: &Arc<Outbox>) {
         let mut entry = self.users.entry(Box::from(user)).or_default();
-        entry.retain(|weak| weak.strong_count() > 0);
-        entry.push(Arc::downgrade(outbox));
+        entry.retain(|c| c.outbox.strong_count() > 0);
+        entry.push(Connection {
+            client: client.cloned(),
+            outbox: Arc::downgrade(outbox),
+        });
     }
 
     /// Forgets `outbox` as a connection of `user`.
     pub fn remove_user_connection(&self, user: &str, outbox: &Arc<Outbox>) {
         self.users.remove_if_mut(user, |_, connections| {
-            connections.retain(|weak| {
-                weak.strong_count() > 0 && !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(outbox))
+            connections.retain(|c| {
+                c.outbox.strong_count() > 0 && !std::ptr::eq(c.outbox.as_ptr(), Arc::as_ptr(outbox))
             });
             connections.is_empty()
         });
     }
 
-    /// Closes every connection of `user`; returns how many were closed.
-    pub fn disconnect_user(&self, user: &str) -> usize {
+    /// Sends `control` to every connection of `user` (only client `client` when
+    /// given); returns how many connections it reached.
+    pub fn control_user(&self, user: &str, client: Option<&str>, control: &Control) -> usize {
         let Some(connections) = self.users.get(user) else {
             return 0;
         };
-        let live: Vec<Arc<Outbox>> = connections.iter().filter_map(Weak::upgrade).collect();
+        let reached: Vec<Arc<Outbox>> = connections
+            .iter()
+            .filter(|c| client.is_none_or(|id| c.client.as_deref() == Some(id)))
+            .filter_map(|c| c.outbox.upgrade())
+            .collect();
         drop(connections);
-        for outbox in &live {
-            outbox.close(CloseReason::Disconnected);
+        for outbox in &reached {
+            outbox.control(control.clone());
         }
-        live.len()
+        reached.len()
     }
 
     /// Number of distinct users with at least one connection.
@@ -288,15 +305,24 @@ mod tests {
     }
 
     #[test]
-    fn disconnect_user_closes_only_that_users_connections() {
+    fn control_reaches_only_that_users_connections() {
         let hub = Hub::default();
-        let (alice, bob) = (Outbox::new(10), Outbox::new(10));
-        hub.add_user_connection("alice", &alice);
-        hub.add_user_connection("bob", &bob);
-        assert_eq!(hub.disconnect_user("alice"), 1);
-        assert_eq!(alice.take().closed, Some(CloseReason::Disconnected));
-        assert_eq!(bob.take().closed, None);
+        let (alice, alice2, bob) = (Outbox::new(10), Outbox::new(10), Outbox::new(10));
+        let client: Arc<str> = Arc::from("c2");
+        hub.add_user_connection("alice", None, &alice);
+        hub.add_user_connection("alice", Some(&client), &alice2);
+        hub.add_user_connection("bob", None, &bob);
+        let bye = Control::Disconnect {
+            code: 3503,
+            reason: Arc::from("bye"),
+        };
+        assert_eq!(hub.control_user("alice", Some("c2"), &bye), 1);
+        assert!(alice.take().controls.is_empty());
+        assert_eq!(alice2.take().controls, std::slice::from_ref(&bye));
+        assert_eq!(hub.control_user("alice", None, &bye), 2);
+        assert!(bob.take().controls.is_empty());
         hub.remove_user_connection("alice", &alice);
+        hub.remove_user_connection("alice", &alice2);
         assert_eq!(hub.num_users(), 1);
     }
 }

@@ -23,8 +23,30 @@ pub enum CloseReason {
     Slow,
     /// The node is shutting down; reconnect (elsewhere).
     Shutdown,
-    /// The server API disconnected this client.
-    Disconnected,
+}
+
+/// An instruction for a connection from the server API, carried by its outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Subscribe the connection to a channel (server-side subscription).
+    Subscribe(Arc<str>),
+    /// Unsubscribe the connection from a channel.
+    Unsubscribe(Arc<str>),
+    /// Close the connection with this disconnect code and reason.
+    Disconnect {
+        /// Disconnect code (also the WebSocket close code).
+        code: u16,
+        /// Why, for the client.
+        reason: Arc<str>,
+    },
+    /// The connection's credentials now expire at this Unix time (`None`: never),
+    /// or have expired already (`expired`).
+    Refresh {
+        /// New expiry time, seconds since the Unix epoch.
+        expire_at: Option<u64>,
+        /// Expire the connection now.
+        expired: bool,
+    },
 }
 
 impl CloseReason {
@@ -33,7 +55,6 @@ impl CloseReason {
         match self {
             CloseReason::Slow => "slow",
             CloseReason::Shutdown => "shutdown",
-            CloseReason::Disconnected => "disconnect",
         }
     }
 
@@ -42,7 +63,6 @@ impl CloseReason {
         match self {
             CloseReason::Slow => 3008,
             CloseReason::Shutdown => 3001,
-            CloseReason::Disconnected => 3000,
         }
     }
 }
@@ -65,6 +85,7 @@ pub struct Outbox {
 struct State {
     queue: VecDeque<Delivery>,
     bytes: usize,
+    controls: Vec<Control>,
     closed: Option<CloseReason>,
 }
 
@@ -73,6 +94,8 @@ struct State {
 pub struct Taken {
     /// Deliveries in queue order.
     pub deliveries: VecDeque<Delivery>,
+    /// Server API instructions, in order; act on them after the deliveries.
+    pub controls: Vec<Control>,
     /// Set once the outbox is closed; the writer should finish.
     pub closed: Option<CloseReason>,
 }
@@ -106,6 +129,17 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Queues a server API instruction for the connection.
+    pub fn control(&self, control: Control) {
+        let mut state = self.lock();
+        if state.closed.is_some() {
+            return;
+        }
+        state.controls.push(control);
+        drop(state);
+        self.ready.notify_one();
+    }
+
     /// Closes the outbox; what is queued stays for the writer to flush.
     pub fn close(&self, reason: CloseReason) {
         let mut state = self.lock();
@@ -122,6 +156,7 @@ impl Outbox {
         state.bytes = 0;
         Taken {
             deliveries: std::mem::take(&mut state.queue),
+            controls: std::mem::take(&mut state.controls),
             closed: state.closed,
         }
     }

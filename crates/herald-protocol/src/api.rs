@@ -197,6 +197,59 @@ pub struct PresenceStatsResult {
     pub num_users: u64,
 }
 
+/// `subscribe` and `unsubscribe`: act on a user's live client protocol
+/// connections (all of them, or one client).
+#[derive(Debug, Deserialize)]
+pub struct UserChannelRequest {
+    /// The user whose connections are acted on.
+    pub user: String,
+    /// The channel.
+    pub channel: String,
+    /// Only this client of the user, when set.
+    #[serde(default)]
+    pub client: Option<String>,
+}
+
+/// `disconnect`: close a user's connections.
+#[derive(Debug, Deserialize)]
+pub struct DisconnectRequest {
+    /// The user whose connections close.
+    pub user: String,
+    /// Only this client of the user, when set.
+    #[serde(default)]
+    pub client: Option<String>,
+    /// Custom disconnect code and reason; default 3503 `force disconnect` (no
+    /// reconnect), as Centrifugo.
+    #[serde(default)]
+    pub disconnect: Option<DisconnectSpec>,
+}
+
+/// A disconnect code and reason given to the server API.
+#[derive(Debug, Deserialize)]
+pub struct DisconnectSpec {
+    /// 3000–4999; 3000–3499 and 4000–4499 tell SDKs to reconnect.
+    pub code: u16,
+    /// Why, for the client (at most 123 bytes are sent in a close frame).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `refresh`: change when a user's connections expire.
+#[derive(Debug, Deserialize)]
+pub struct RefreshRequest {
+    /// The user whose connections are refreshed.
+    pub user: String,
+    /// Only this client of the user, when set.
+    #[serde(default)]
+    pub client: Option<String>,
+    /// Expire the connections now.
+    #[serde(default)]
+    pub expired: bool,
+    /// New expiry, seconds since the Unix epoch (absent: never expires).
+    #[serde(default)]
+    pub expire_at: Option<u64>,
+}
+
 /// Glob match where `*` matches any run of characters (Centrifugo's `channels` filter).
 pub fn glob_match(pattern: &str, name: &str) -> bool {
     let mut parts = pattern.split('*');

@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use herald_core::Control;
 use herald_protocol::api::{self as shapes, ChannelInfo, glob_match};
+use herald_protocol::centrifuge::DisconnectCode;
 use herald_protocol::{ErrorCode, ErrorReply, Payload};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::http_util::{Body, Refusal, error, error_response, result_response};
@@ -67,6 +68,9 @@ const KNOWN_METHODS: &[&str] = &[
     "presence",
     "presence_stats",
     "disconnect",
+    "subscribe",
+    "unsubscribe",
+    "refresh",
 ];
 
 /// With a configured key the request must carry it; without one, only loopback
@@ -100,6 +104,9 @@ async fn dispatch(ctx: &Context, method: &str, body: &[u8]) -> Response<Body> {
         "presence" => with_request(body, |r| presence(ctx, r)).await,
         "presence_stats" => with_request(body, |r| presence_stats(ctx, r)).await,
         "disconnect" => with_request(body, |r| disconnect(ctx, r)).await,
+        "subscribe" => with_request(body, |r| subscribe(ctx, r)).await,
+        "unsubscribe" => with_request(body, |r| unsubscribe(ctx, r)).await,
+        "refresh" => with_request(body, |r| refresh(ctx, r)).await,
         other => error(
             ErrorCode::MethodNotFound,
             format!("unknown API method {other:?}"),
@@ -325,20 +332,70 @@ async fn presence_stats(
     }))
 }
 
-#[derive(Deserialize)]
-struct DisconnectRequest {
-    user: String,
+/// Sends `control` to the user's connections (one client when given).
+fn control_user(
+    ctx: &Context,
+    user: &str,
+    client: Option<&str>,
+    control: Control,
+) -> Result<Response<Body>, ErrorReply> {
+    if user.is_empty() {
+        return Err(ErrorCode::BadRequest.reply("user is required"));
+    }
+    ctx.node.hub().control_user(user, client, &control);
+    Ok(result_response(&serde_json::json!({})))
+}
+
+async fn subscribe(
+    ctx: &Context,
+    request: shapes::UserChannelRequest,
+) -> Result<Response<Body>, ErrorReply> {
+    ctx.node.options(&request.channel).map_err(core_error)?;
+    let control = Control::Subscribe(Arc::from(request.channel.as_str()));
+    control_user(ctx, &request.user, request.client.as_deref(), control)
+}
+
+async fn unsubscribe(
+    ctx: &Context,
+    request: shapes::UserChannelRequest,
+) -> Result<Response<Body>, ErrorReply> {
+    let control = Control::Unsubscribe(Arc::from(request.channel.as_str()));
+    control_user(ctx, &request.user, request.client.as_deref(), control)
 }
 
 async fn disconnect(
     ctx: &Context,
-    request: DisconnectRequest,
+    request: shapes::DisconnectRequest,
 ) -> Result<Response<Body>, ErrorReply> {
-    if request.user.is_empty() {
-        return Err(ErrorCode::BadRequest.reply("user is required"));
-    }
-    ctx.node.hub().disconnect_user(&request.user);
-    Ok(result_response(&serde_json::json!({})))
+    let (code, reason) = match request.disconnect {
+        Some(spec) if (3000..5000).contains(&spec.code) => (spec.code, spec.reason),
+        Some(spec) => {
+            return Err(ErrorCode::BadRequest.reply(format!(
+                "disconnect code {} is outside 3000-4999",
+                spec.code
+            )));
+        }
+        None => (
+            DisconnectCode::ForceNoReconnect.code(),
+            DisconnectCode::ForceNoReconnect.reason().to_owned(),
+        ),
+    };
+    let control = Control::Disconnect {
+        code,
+        reason: Arc::from(reason),
+    };
+    control_user(ctx, &request.user, request.client.as_deref(), control)
+}
+
+async fn refresh(
+    ctx: &Context,
+    request: shapes::RefreshRequest,
+) -> Result<Response<Body>, ErrorReply> {
+    let control = Control::Refresh {
+        expire_at: request.expire_at,
+        expired: request.expired,
+    };
+    control_user(ctx, &request.user, request.client.as_deref(), control)
 }
 
 fn hostname() -> String {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use herald_auth::Claims;
 use herald_core::{
-    ChannelOptions, ClientInfo, CloseReason, Outbox, Resume, SubscriberTag, WireFormat,
+    ChannelOptions, ClientInfo, CloseReason, Control, Outbox, Resume, SubscriberTag, WireFormat,
     channel_users,
 };
 use herald_protocol::centrifuge::{self as proto, Codec, Command, DisconnectCode, Reply, Request};
@@ -174,11 +174,18 @@ impl ClientSession {
                 CODEC.append_message(&mut out, &delivery.frame);
             }
             self.ctx.metrics.deliveries.inc_by(delivered);
+            for control in taken.controls {
+                if let Some(close) = self.apply_control(control, &mut out).await {
+                    return Output {
+                        frame: (!out.is_empty()).then_some(out),
+                        close: Some(close),
+                    };
+                }
+            }
             if let Some(reason) = taken.closed {
                 let code = match reason {
                     CloseReason::Slow => DisconnectCode::Slow,
                     CloseReason::Shutdown => DisconnectCode::Shutdown,
-                    CloseReason::Disconnected => DisconnectCode::ForceReconnect,
                 };
                 self.ctx.metrics.disconnected(reason.as_str());
                 let mut output = self.close(code);
@@ -193,6 +200,61 @@ impl ClientSession {
                 () = self.outbox.ready() => {}
                 () = tokio::time::sleep_until(deadline) => return self.on_timer(),
                 _ = self.shutdown.changed() => self.outbox.close(CloseReason::Shutdown),
+            }
+        }
+    }
+
+    /// Carries out a server API instruction, appending any push to `out`; returns
+    /// the disconnect to perform, if any.
+    async fn apply_control(&mut self, control: Control, out: &mut Vec<u8>) -> Option<Disconnect> {
+        self.connected.as_ref()?;
+        match control {
+            Control::Subscribe(channel) => {
+                let request = proto::SubscribeRequest {
+                    channel: channel.to_string(),
+                    ..Default::default()
+                };
+                match self.subscribe_checked(request, None).await {
+                    Ok(result) => {
+                        let push = proto::Subscribe {
+                            recoverable: result.recoverable,
+                            epoch: result.epoch,
+                            offset: result.offset,
+                            positioned: result.positioned,
+                            data: None,
+                        };
+                        let push =
+                            proto::Push::new(channel.to_string(), proto::PushBody::Subscribe(push));
+                        CODEC.append_push(out, &push);
+                    }
+                    Err(error) => tracing::debug!(%channel, ?error, "server-side subscribe failed"),
+                }
+                None
+            }
+            Control::Unsubscribe(channel) => {
+                if self.subscribed(&channel) {
+                    self.unsubscribe(&channel).await;
+                    let body = proto::PushBody::Unsubscribe(proto::UnsubscribeCode::Server.into());
+                    CODEC.append_push(out, &proto::Push::new(channel.to_string(), body));
+                }
+                None
+            }
+            Control::Disconnect { code, reason } => {
+                self.ctx.metrics.disconnected("disconnect");
+                Some(Disconnect {
+                    code,
+                    reason: reason.to_string(),
+                })
+            }
+            Control::Refresh { expire_at, expired } => {
+                if expired {
+                    self.ctx.metrics.disconnected("expired");
+                    return Some(Disconnect::from_code(DisconnectCode::Expired));
+                }
+                if let Some(connected) = self.connected.as_mut() {
+                    connected.expires_at = expire_at;
+                }
+                None
             }
         }
     }
@@ -329,7 +391,7 @@ impl ClientSession {
             self.ctx
                 .node
                 .hub()
-                .add_user_connection(&info.user, &self.outbox);
+                .add_user_connection(&info.user, Some(&info.client), &self.outbox);
         }
         let expires_at = claims.exp;
         self.connected = Some(Connected {

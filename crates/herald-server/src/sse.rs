@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use herald_core::{CloseReason, Outbox, Resume, SubscriberTag, WireFormat};
+use herald_core::{CloseReason, Control, Outbox, Resume, SubscriberTag, WireFormat};
 use herald_protocol::sse::{self, RecoveryFailure};
 use herald_protocol::{ErrorCode, ResumeToken, ResumeTokenError, StreamPosition};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -102,7 +102,9 @@ impl SseStream {
         stream.shutdown.mark_unchanged();
         stream.count_connection();
         if let Some(user) = &stream.user {
-            ctx.node.hub().add_user_connection(user, &stream.outbox);
+            ctx.node
+                .hub()
+                .add_user_connection(user, None, &stream.outbox);
         }
         stream.subscribe_all(resume_from).await?;
         Ok(stream)
@@ -236,6 +238,23 @@ impl SseStream {
                 delivered += 1;
             }
             self.ctx.metrics.deliveries.inc_by(delivered);
+            // Streams have fixed channels: of the server API's instructions only
+            // a disconnect applies.
+            let disconnect = taken
+                .controls
+                .into_iter()
+                .find_map(|control| match control {
+                    Control::Disconnect { code, reason } => Some((code, reason)),
+                    _ => None,
+                });
+            if let Some((code, reason)) = disconnect {
+                let reconnect = herald_protocol::centrifuge::reconnects(u32::from(code));
+                out.extend_from_slice(&sse::disconnect_body(u32::from(code), &reason, reconnect));
+                self.write_id(&mut out);
+                self.finished = true;
+                self.ctx.metrics.disconnected("disconnect");
+                return Some(self.wrote(Bytes::from(out)));
+            }
             if let Some(reason) = taken.closed {
                 out.extend_from_slice(&sse::disconnect_body(reason.code(), reason.as_str(), true));
                 self.write_id(&mut out);
