@@ -3,8 +3,9 @@
 #
 #   Debian packages : chromium (real browser for tests/browser), openssl (test certs)
 #   Rust components : rustfmt, clippy (via rustup, when rustup is present)
-#   npm packages    : tests/browser (npm ci from the committed package-lock.json)
-#   Python packages : tests/python/requirements.txt into ./.venv, if that file exists
+#   npm packages    : tests/browser, tests/sdk/node (npm ci from the committed
+#                     package-lock.json)
+#   Python packages : tests/sdk/python/requirements.txt into ./.venv
 #
 # Idempotent: a second run with everything present does no network access and
 # finishes in well under a second. Any failed install aborts with a non-zero exit.
@@ -62,7 +63,7 @@ for comp in rustfmt clippy; do
     fi
 done
 
-# ---------------------------------------------------------------- npm (tests/browser)
+# ---------------------------------------------------------------- npm (tests/browser, tests/sdk/node)
 npm_hash() {
     local f
     for f in "$1/package.json" "$1/package-lock.json"; do
@@ -93,20 +94,25 @@ install_npm_dir() {
     npm_hash "$dir" >"$stamp"
 }
 install_npm_dir "$ROOT/tests/browser"
+install_npm_dir "$ROOT/tests/sdk/node"
 
-# ---------------------------------------------------------------- Python (later)
-PY_REQ="$ROOT/tests/python/requirements.txt"
+# ---------------------------------------------------------------- Python (tests/sdk/python)
+PY_REQ="$ROOT/tests/sdk/python/requirements.txt"
 if [ -f "$PY_REQ" ]; then
     VENV="$ROOT/.venv"
     stamp="$VENV/.herald-install-stamp"
     want="$(sha256sum "$PY_REQ" | cut -d' ' -f1)"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
         log "Python packages in .venv are up to date"
     else
-        log "installing Python packages from tests/python/requirements.txt into .venv"
-        [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || die "python3 -m venv failed"
+        command -v python3 >/dev/null 2>&1 || die "python3 is required for tests/sdk/python"
+        log "installing Python packages from tests/sdk/python/requirements.txt into .venv"
+        [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" \
+            || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$PY_REQ" \
-            || die "pip install -r tests/python/requirements.txt failed"
+            || die "pip install -r tests/sdk/python/requirements.txt failed"
+        "$VENV/bin/python" -c 'import centrifuge, cent, pytest, pytest_asyncio' \
+            || die "Python SDKs installed in .venv but do not import"
         printf '%s\n' "$want" >"$stamp"
     fi
 fi

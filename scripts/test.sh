@@ -6,10 +6,10 @@
 #   ./scripts/test.sh                 # everything
 #   ./scripts/test.sh fmt clippy      # only the named stages, in the usual order
 #
-# Stages: deps fmt clippy test build browser
+# Stages: deps fmt clippy test build browser sdk
 #
 # Environment:
-#   HERALD_BIN     herald binary for the browser tests
+#   HERALD_BIN     herald binary for the browser and SDK tests
 #                  (default: ${CARGO_TARGET_DIR:-target}/release/herald)
 #   CHROMIUM_BIN   browser for the browser tests (default: /usr/bin/chromium)
 set -euo pipefail
@@ -17,7 +17,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-ALL_STAGES=(deps fmt clippy test build browser)
+ALL_STAGES=(deps fmt clippy test build browser sdk)
 if [ "$#" -gt 0 ]; then
     for s in "$@"; do
         case " ${ALL_STAGES[*]} " in
@@ -106,4 +106,31 @@ if wanted browser; then
     [ "${#browser_tests[@]}" -gt 0 ] || { echo "no browser tests found" >&2; exit 1; }
     stage browser "browser tests (headless Chromium, HERALD_BIN=$HERALD_BIN)" \
         node --test --test-concurrency=1 "${browser_tests[@]}"
+fi
+
+if wanted sdk; then
+    # Third-party SDKs against the real binary: npm centrifuge (Node, over
+    # WebSocket, HTTP-streaming and SSE emulation), PyPI centrifuge-python and cent.
+    export HERALD_BIN="${HERALD_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/herald}"
+    CURRENT_STAGE=sdk
+    [ -x "$HERALD_BIN" ] || {
+        echo "herald binary not found at $HERALD_BIN (run the build stage or set HERALD_BIN)" >&2
+        exit 1
+    }
+    [ -d tests/sdk/node/node_modules/centrifuge ] || {
+        echo "tests/sdk/node/node_modules missing: run ./scripts/install-test-deps.sh" >&2
+        exit 1
+    }
+    [ -x .venv/bin/python ] && .venv/bin/python -c 'import centrifuge, cent' 2>/dev/null || {
+        echo ".venv lacks the Python SDKs: run ./scripts/install-test-deps.sh" >&2
+        exit 1
+    }
+    shopt -s nullglob
+    sdk_node_tests=(tests/sdk/node/*.test.mjs)
+    shopt -u nullglob
+    [ "${#sdk_node_tests[@]}" -gt 0 ] || { echo "no SDK tests found in tests/sdk/node" >&2; exit 1; }
+    stage sdk "npm centrifuge SDK tests (Node, HERALD_BIN=$HERALD_BIN)" \
+        node --test --test-concurrency=1 "${sdk_node_tests[@]}"
+    stage sdk "centrifuge-python and cent SDK tests (pytest)" \
+        .venv/bin/python -m pytest -c tests/sdk/python/pytest.ini tests/sdk/python
 fi

@@ -6,7 +6,18 @@
 //!   and [`api_key_matches`] check the key a backend presents to the server API.
 //! - [`mint_hs256`] makes tokens for the `herald token` command and for tests.
 //!
-//! No sockets, no I/O: the server crate calls these functions.
+//! The only I/O is fetching a configured JWKS URL, from
+//! [`TokenVerifier::verify_async`]; everything else is plain functions the server
+//! crate calls.
+//!
+//! # JWKS keys are cached per (issuer, key id)
+//!
+//! Key ids are unique only within one issuer's key set: two issuers can both call a
+//! key `"1"`. Caching JWKS keys by `kid` alone would let a key fetched for issuer A
+//! check a token that claims issuer B, so whoever holds one issuer's keys could sign
+//! tokens trusted as another's (CVE-2026-49998). Herald keys its cache by the
+//! token's `iss` and `kid`; the unverified `iss` only picks the cache slot and is
+//! never trusted. Set [`TokenConfig::issuer`] to accept one issuer only.
 //!
 //! ```
 //! use herald_auth::{MintClaims, TokenConfig, TokenVerifier, mint_hs256, token_from_request};
@@ -30,6 +41,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod jwks;
 mod request;
 mod token;
 

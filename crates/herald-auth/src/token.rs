@@ -1,7 +1,10 @@
-//! Connection tokens: JWTs signed with an HMAC secret, an RSA key or an EC key.
+//! Connection tokens: JWTs signed with an HMAC secret, an RSA key or an EC key, the
+//! public keys configured or found in a JWKS by key id.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ParsedPublicKey};
 use base64::Engine;
@@ -9,6 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::jwks::{self, JwksSource};
 
 #[cfg(test)]
 mod tests;
@@ -18,9 +23,17 @@ mod tests;
 const LEEWAY_SECS: u64 = 5;
 
 const HMAC: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
-const RSA: &[Algorithm] = &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512];
-const EC_P256: &[Algorithm] = &[Algorithm::ES256];
-const EC_P384: &[Algorithm] = &[Algorithm::ES384];
+pub(crate) const RSA: &[Algorithm] = &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512];
+pub(crate) const EC_P256: &[Algorithm] = &[Algorithm::ES256];
+pub(crate) const EC_P384: &[Algorithm] = &[Algorithm::ES384];
+/// What a JWKS can provide keys for: never HMAC.
+const JWKS_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+];
 const SUPPORTED: &str = "HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384";
 
 /// Which keys verify connection tokens, and which algorithms are accepted.
@@ -34,6 +47,25 @@ pub struct TokenConfig {
     /// Accept only these algorithms (e.g. `["HS256"]`); each needs its key configured.
     /// `None` accepts every algorithm the configured keys support.
     pub algorithms: Option<Vec<String>>,
+    /// `http://` or `https://` URL of a JWKS document (RFC 7517, `{"keys": [...]}`).
+    /// Enables RS256/384/512 and ES256/384 tokens whose header `kid` names a key in
+    /// it: RSA keys check RS*, EC P-256 keys ES256 and P-384 keys ES384 (only the
+    /// JWK's `alg` when it has one); HMAC (`oct`) keys in it are ignored. Keys are
+    /// fetched on the first token that needs them, cached per (issuer, key id), and
+    /// fetched again after [`jwks_cache_ttl`](Self::jwks_cache_ttl) or when a token
+    /// names a key that is not cached. Use [`TokenVerifier::verify_async`].
+    pub jwks_url: Option<String>,
+    /// How long keys from the JWKS are used before they are fetched again.
+    /// `None`: one hour.
+    pub jwks_cache_ttl: Option<Duration>,
+    /// Least time between two JWKS fetches, however many tokens name unknown keys.
+    /// `None`: 10 seconds.
+    pub jwks_min_refetch_interval: Option<Duration>,
+    /// When set, a token's `iss` must be exactly this.
+    pub issuer: Option<String>,
+    /// When set, a token's `aud` must be this or a list that contains it. When
+    /// unset, `aud` is not checked.
+    pub audience: Option<String>,
 }
 
 // Hand-written so the secret never reaches a log.
@@ -46,14 +78,29 @@ impl fmt::Debug for TokenConfig {
             )
             .field("public_key_pem", &self.public_key_pem)
             .field("algorithms", &self.algorithms)
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_cache_ttl", &self.jwks_cache_ttl)
+            .field("jwks_min_refetch_interval", &self.jwks_min_refetch_interval)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
             .finish()
     }
 }
 
-/// Verifies connection tokens. Build it once at start-up and share it.
+/// Verifies connection tokens. Build it once at start-up and share it (clones share
+/// the JWKS cache).
 #[derive(Clone, Debug)]
 pub struct TokenVerifier {
     keys: Vec<VerifyingKey>,
+    pub(crate) jwks: Option<Arc<JwksSource>>,
+    rules: ClaimRules,
+}
+
+/// The claims every token must carry, besides a valid signature and time.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClaimRules {
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 /// One configured key. Each key checks only the algorithms of its own kind, so a
@@ -70,10 +117,24 @@ struct VerifyingKey {
 impl TokenVerifier {
     /// Checks the configuration and parses the keys.
     ///
-    /// Fails on an empty secret, a PEM that is not an RSA or EC (P-256, P-384) public
-    /// key, an RSA key outside 2048 to 8192 bits, or an algorithm name that is unknown,
-    /// unsupported or has no key configured.
+    /// Fails on an empty secret, issuer or audience, a PEM that is not an RSA or EC
+    /// (P-256, P-384) public key, an RSA key outside 2048 to 8192 bits, a JWKS URL
+    /// that is not `http://` or `https://`, or an algorithm name that is unknown,
+    /// unsupported or has no key configured. Fetches nothing: JWKS keys are fetched
+    /// when the first token needs them.
     pub fn new(config: &TokenConfig) -> Result<Self, ConfigError> {
+        Self::build(config, &[])
+    }
+
+    /// [`new`](Self::new), also trusting `extra_roots` for an `https://` JWKS URL.
+    pub(crate) fn build(
+        config: &TokenConfig,
+        extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<Self, ConfigError> {
+        let rules = ClaimRules {
+            issuer: non_empty(&config.issuer, "issuer")?,
+            audience: non_empty(&config.audience, "audience")?,
+        };
         let mut keys: Vec<(DecodingKey, &'static [Algorithm])> = Vec::new();
         if let Some(secret) = &config.hmac_secret {
             if secret.is_empty() {
@@ -85,7 +146,16 @@ impl TokenVerifier {
             keys.push(parse_public_key(pem)?);
         }
 
-        let usable = || keys.iter().flat_map(|(_, algs)| algs.iter().copied());
+        let from_jwks = if config.jwks_url.is_some() {
+            JWKS_ALGORITHMS
+        } else {
+            &[]
+        };
+        let usable = || {
+            keys.iter()
+                .flat_map(|(_, algs)| algs.iter().copied())
+                .chain(from_jwks.iter().copied())
+        };
         let accepted: Vec<Algorithm> = match &config.algorithms {
             None => usable().collect(),
             Some(names) if names.is_empty() => return Err(ConfigError::EmptyAlgorithms),
@@ -108,44 +178,230 @@ impl TokenVerifier {
             .map(|(key, usable)| VerifyingKey {
                 key,
                 usable,
-                validation: validation(usable.iter().copied().filter(|a| accepted.contains(a))),
+                validation: validation(
+                    usable.iter().copied().filter(|a| accepted.contains(a)),
+                    &rules,
+                ),
             })
             .collect();
-        Ok(TokenVerifier { keys })
+        let jwks = match &config.jwks_url {
+            None => None,
+            Some(url) => {
+                let accepted = JWKS_ALGORITHMS
+                    .iter()
+                    .copied()
+                    .filter(|a| accepted.contains(a))
+                    .collect();
+                let source = JwksSource::new(
+                    url,
+                    accepted,
+                    rules.clone(),
+                    config.jwks_cache_ttl.unwrap_or(jwks::DEFAULT_TTL),
+                    config
+                        .jwks_min_refetch_interval
+                        .unwrap_or(jwks::DEFAULT_MIN_REFETCH_INTERVAL),
+                    extra_roots,
+                )
+                .map_err(|reason| ConfigError::InvalidJwksUrl {
+                    url: url.clone(),
+                    reason,
+                })?;
+                Some(Arc::new(source))
+            }
+        };
+        Ok(TokenVerifier { keys, jwks, rules })
     }
 
-    /// Whether any key is configured. Without one, every token is rejected.
+    /// Whether any key or a JWKS is configured. Without one, every token is rejected.
     pub fn is_configured(&self) -> bool {
-        !self.keys.is_empty()
+        !self.keys.is_empty() || self.jwks.is_some()
     }
 
-    /// Verifies a token's signature, `exp` and `nbf`, and returns its claims.
+    /// Whether a JWKS URL is configured, so that tokens may need
+    /// [`verify_async`](Self::verify_async).
+    pub fn uses_jwks(&self) -> bool {
+        self.jwks.is_some()
+    }
+
+    /// Verifies a token's signature, `exp`, `nbf` and, when configured, `iss` and
+    /// `aud`, and returns its claims.
+    ///
+    /// Never does I/O: a token whose key comes from a JWKS verifies only if that key
+    /// is already cached, and fails with [`TokenError::JwksUnavailable`] otherwise.
+    /// Servers with a JWKS configured call [`verify_async`](Self::verify_async).
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let name = header_alg(token)?;
-        // "none" and anything we do not support fail here: no key is ever tried.
-        let Some(alg) = parse_algorithm_exact(&name) else {
-            return Err(TokenError::AlgorithmNotAccepted { alg: name });
-        };
-        let Some(key) = self.keys.iter().find(|k| k.usable.contains(&alg)) else {
-            return Err(TokenError::NoKeyForAlgorithm { alg: name });
-        };
-        if !key.validation.algorithms.contains(&alg) {
-            return Err(TokenError::AlgorithmNotAccepted { alg: name });
+        let (header, alg) = self.check_header(token)?;
+        match self.verify_static(token, &header, alg) {
+            Static::Done(result) => result,
+            Static::TryJwks { jwks, kid } => {
+                let iss = self.unverified_issuer(token)?;
+                let key = jwks.cached_key(iss.as_deref(), &kid, alg)?;
+                self.decode(token, &key.key, &key.validation, header.alg)
+            }
         }
-        jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation)
+    }
+
+    /// Verifies a token like [`verify`](Self::verify), fetching JWKS keys when the
+    /// token needs one that is not cached.
+    ///
+    /// The configured secret and public key come first: an HS* token is only ever
+    /// checked with the HMAC secret, and an RS*/ES* token with the configured public
+    /// key when there is one. The JWKS is used when no configured key checks the
+    /// token's algorithm or the configured key's signature check fails, and the
+    /// header's `kid` names the key (a token without `kid` is refused). The key is
+    /// looked up by the token's `iss` and `kid` (see the crate docs on why the issuer
+    /// matters). Waits at most about 10 seconds, when a fetch is needed and the JWKS
+    /// server is slow.
+    pub async fn verify_async(&self, token: &str) -> Result<Claims, TokenError> {
+        let (header, alg) = self.check_header(token)?;
+        match self.verify_static(token, &header, alg) {
+            Static::Done(result) => result,
+            Static::TryJwks { jwks, kid } => {
+                let iss = self.unverified_issuer(token)?;
+                let key = jwks.key(iss.as_deref(), &kid, alg).await?;
+                self.decode(token, &key.key, &key.validation, header.alg)
+            }
+        }
+    }
+
+    /// Reads the header and refuses algorithms that are unknown, `none`, excluded by
+    /// the configuration, or have no key: no key is ever tried for those.
+    fn check_header(&self, token: &str) -> Result<(JwtHeader, Algorithm), TokenError> {
+        let header = read_header(token)?;
+        let Some(alg) = parse_algorithm_exact(&header.alg) else {
+            return Err(TokenError::AlgorithmNotAccepted { alg: header.alg });
+        };
+        let static_key = self.keys.iter().find(|k| k.usable.contains(&alg));
+        let jwks = self
+            .jwks
+            .as_ref()
+            .filter(|_| JWKS_ALGORITHMS.contains(&alg));
+        if static_key.is_none() && jwks.is_none() {
+            return Err(TokenError::NoKeyForAlgorithm { alg: header.alg });
+        }
+        // The accepted list is the same for a static key and for the JWKS.
+        let accepted = static_key.map_or_else(
+            || jwks.is_some_and(|j| j.accepts(alg)),
+            |k| k.validation.algorithms.contains(&alg),
+        );
+        if !accepted {
+            return Err(TokenError::AlgorithmNotAccepted { alg: header.alg });
+        }
+        Ok((header, alg))
+    }
+
+    /// Tries the configured key for `alg`, if any; says when the JWKS is to be tried:
+    /// when no configured key checks `alg`, or the configured key's signature check
+    /// failed and the header names a JWKS key.
+    fn verify_static<'a>(&'a self, token: &str, header: &JwtHeader, alg: Algorithm) -> Static<'a> {
+        let jwks = self
+            .jwks
+            .as_deref()
+            .filter(|_| JWKS_ALGORITHMS.contains(&alg));
+        if let Some(key) = self.keys.iter().find(|k| k.usable.contains(&alg)) {
+            let result = self.decode(token, &key.key, &key.validation, header.alg.clone());
+            return match (&result, jwks, &header.kid) {
+                (Err(TokenError::BadSignature), Some(jwks), Some(kid)) => Static::TryJwks {
+                    jwks,
+                    kid: kid.clone(),
+                },
+                _ => Static::Done(result),
+            };
+        }
+        let alg = header.alg.clone();
+        match (jwks, &header.kid) {
+            (Some(jwks), Some(kid)) => Static::TryJwks {
+                jwks,
+                kid: kid.clone(),
+            },
+            (Some(_), None) => Static::Done(Err(TokenError::MissingKeyId { alg })),
+            (None, _) => Static::Done(Err(TokenError::NoKeyForAlgorithm { alg })),
+        }
+    }
+
+    /// The token's `iss`, unverified: it only chooses the JWKS cache slot, so the
+    /// key that then checks the signature is one fetched for that issuer. A token
+    /// of another issuer than the configured one is refused here, before any fetch.
+    fn unverified_issuer(&self, token: &str) -> Result<Option<String>, TokenError> {
+        #[derive(Deserialize)]
+        struct IssOnly {
+            iss: Option<serde_json::Value>,
+        }
+        let malformed = |reason: &str| TokenError::Malformed {
+            reason: reason.to_owned(),
+        };
+        let payload = token.split('.').nth(1).unwrap_or_default();
+        let json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| malformed("a part is not base64url"))?;
+        let claims: IssOnly = serde_json::from_slice(&json)
+            .map_err(|_| malformed("the claims are not a JSON object"))?;
+        let iss = match claims.iss {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(iss)) => Some(iss),
+            Some(_) => return Err(malformed("claim \"iss\" has the wrong type")),
+        };
+        if let Some(expected) = &self.rules.issuer
+            && iss.as_deref() != Some(expected)
+        {
+            return Err(TokenError::WrongIssuer {
+                expected: expected.clone(),
+            });
+        }
+        Ok(iss)
+    }
+
+    fn decode(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        validation: &Validation,
+        alg: String,
+    ) -> Result<Claims, TokenError> {
+        jsonwebtoken::decode::<Claims>(token, key, validation)
             .map(|data| data.claims)
-            .map_err(|e| token_error(e.into_kind(), name))
+            .map_err(|e| token_error(e.into_kind(), alg, &self.rules))
     }
 }
 
-fn validation(algorithms: impl Iterator<Item = Algorithm>) -> Validation {
+/// What the configured keys made of a token.
+enum Static<'a> {
+    /// Verified or refused.
+    Done(Result<Claims, TokenError>),
+    /// The JWKS key `kid` is to check it.
+    TryJwks { jwks: &'a JwksSource, kid: String },
+}
+
+fn non_empty(value: &Option<String>, claim: &'static str) -> Result<Option<String>, ConfigError> {
+    match value {
+        Some(v) if v.is_empty() => Err(ConfigError::EmptyClaimValue { claim }),
+        other => Ok(other.clone()),
+    }
+}
+
+pub(crate) fn validation(
+    algorithms: impl Iterator<Item = Algorithm>,
+    rules: &ClaimRules,
+) -> Validation {
     let mut v = Validation::new(Algorithm::HS256);
     v.algorithms = algorithms.collect();
     v.required_spec_claims.clear(); // `exp` is optional in Herald tokens
     v.validate_exp = true;
     v.validate_nbf = true;
-    v.validate_aud = false; // Herald is no audience; tokens that name one still verify
     v.leeway = LEEWAY_SECS;
+    if let Some(issuer) = &rules.issuer {
+        v.set_issuer(&[issuer]);
+        v.required_spec_claims.insert("iss".to_owned());
+    }
+    match &rules.audience {
+        Some(audience) => {
+            v.set_audience(&[audience]);
+            v.required_spec_claims.insert("aud".to_owned());
+        }
+        // Without a configured audience Herald is no audience: tokens that name one
+        // still verify.
+        None => v.validate_aud = false,
+    }
     v
 }
 
@@ -211,12 +467,19 @@ fn parse_algorithm_exact(name: &str) -> Option<Algorithm> {
         .then_some(alg)
 }
 
-/// Reads the header's `alg` ourselves: jsonwebtoken cannot parse "none", and we want
-/// to report that as "not accepted", not as "malformed".
-fn header_alg(token: &str) -> Result<String, TokenError> {
+/// The header fields read before verifying.
+struct JwtHeader {
+    alg: String,
+    kid: Option<String>,
+}
+
+/// Reads the header's `alg` and `kid` ourselves: jsonwebtoken cannot parse "none",
+/// and we want to report that as "not accepted", not as "malformed".
+fn read_header(token: &str) -> Result<JwtHeader, TokenError> {
     #[derive(Deserialize)]
-    struct AlgOnly {
+    struct Fields {
         alg: String,
+        kid: Option<String>,
     }
     let malformed = |reason: &str| TokenError::Malformed {
         reason: reason.to_owned(),
@@ -230,14 +493,31 @@ fn header_alg(token: &str) -> Result<String, TokenError> {
     let json = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| malformed("the header is not base64url"))?;
-    serde_json::from_slice::<AlgOnly>(&json)
-        .map(|h| h.alg)
-        .map_err(|_| malformed("the header is not JSON with an \"alg\" string"))
+    serde_json::from_slice::<Fields>(&json)
+        .map(|h| JwtHeader {
+            alg: h.alg,
+            kid: h.kid,
+        })
+        .map_err(|_| {
+            malformed(
+                "the header is not JSON with an \"alg\" string (and \"kid\", if any, a string)",
+            )
+        })
 }
 
-fn token_error(kind: ErrorKind, alg: String) -> TokenError {
+fn token_error(kind: ErrorKind, alg: String, rules: &ClaimRules) -> TokenError {
     let malformed = |reason: String| TokenError::Malformed { reason };
+    let wrong_issuer = || TokenError::WrongIssuer {
+        expected: rules.issuer.clone().unwrap_or_default(),
+    };
+    let wrong_audience = || TokenError::WrongAudience {
+        expected: rules.audience.clone().unwrap_or_default(),
+    };
     match kind {
+        ErrorKind::InvalidIssuer => wrong_issuer(),
+        ErrorKind::InvalidAudience => wrong_audience(),
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => wrong_issuer(),
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => wrong_audience(),
         ErrorKind::InvalidSignature => TokenError::BadSignature,
         ErrorKind::ExpiredSignature => TokenError::Expired,
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
@@ -352,12 +632,66 @@ pub enum TokenError {
         /// The header's `alg`.
         alg: String,
     },
+    /// The token needs a key from the JWKS, and the JWKS could not be fetched (or,
+    /// from [`TokenVerifier::verify`], the key is not cached yet).
+    #[error(
+        "the keys that verify this token cannot be fetched right now ({reason}); try again later"
+    )]
+    JwksUnavailable {
+        /// Why: the network error, HTTP status or document problem (never the URL).
+        reason: String,
+    },
+    /// The header's `kid` names no key for its algorithm in the JWKS, even after
+    /// fetching it again.
+    #[error(
+        "token key id \"{kid}\" names no {alg} key that this server trusts (its key set was \
+         checked again): the token was signed with an unknown or retired key; get a new token"
+    )]
+    UnknownKeyId {
+        /// The header's `kid`.
+        kid: String,
+        /// The header's `alg`.
+        alg: String,
+    },
+    /// The token's key would come from the JWKS, but its header has no `kid` to find
+    /// it by.
+    #[error(
+        "token signed with {alg} has no \"kid\" header; this server finds such keys in a \
+         JWKS by key id, so the issuer must name the key in \"kid\""
+    )]
+    MissingKeyId {
+        /// The header's `alg`.
+        alg: String,
+    },
+    /// `iss` is missing or is not the configured issuer.
+    #[error(
+        "token issuer (\"iss\") is missing or is not \"{expected}\"; get a token from that issuer"
+    )]
+    WrongIssuer {
+        /// The configured issuer.
+        expected: String,
+    },
+    /// `aud` is missing or does not name the configured audience.
+    #[error(
+        "token audience (\"aud\") is missing or does not include \"{expected}\"; get a token \
+         issued for this server"
+    )]
+    WrongAudience {
+        /// The configured audience.
+        expected: String,
+    },
 }
 
 impl TokenError {
     /// Whether the token has expired: the client should get a new one and retry.
     pub fn is_expired(&self) -> bool {
         matches!(self, TokenError::Expired)
+    }
+
+    /// Whether the token may verify if the client retries later with the same
+    /// token: the keys could not be fetched ([`TokenError::JwksUnavailable`]).
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, TokenError::JwksUnavailable { .. })
     }
 }
 
@@ -403,6 +737,22 @@ pub enum ConfigError {
     AlgorithmWithoutKey {
         /// The name as configured.
         name: String,
+    },
+    /// The JWKS URL cannot be used.
+    #[error("the token JWKS URL {url:?} cannot be used: {reason}")]
+    InvalidJwksUrl {
+        /// The URL as configured.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The expected issuer or audience is the empty string.
+    #[error(
+        "the expected token {claim} is empty; set the value tokens must carry or remove the setting"
+    )]
+    EmptyClaimValue {
+        /// `"issuer"` or `"audience"`.
+        claim: &'static str,
     },
     /// The algorithm list is present but empty.
     #[error(

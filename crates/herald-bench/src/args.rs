@@ -5,15 +5,17 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::target::Target;
+use crate::target::{Protocol, Target, Template};
 use crate::worker::Plan;
 
 /// Where and how to open connections.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// URL template of each stream, e.g.
-    /// `http://127.0.0.1:8000/events?channel=bench-{i%100}`; `{i}` is the connection's
-    /// index, `{i%K}` that index modulo K; `https://` speaks TLS.
+    /// URL template of each connection: an SSE stream, e.g.
+    /// `http://127.0.0.1:8000/events?channel=bench-{i%100}`, or a WebSocket speaking
+    /// the Centrifuge protocol, e.g. `ws://127.0.0.1:8000/connection/websocket`;
+    /// `{i}` is the connection's index, `{i%K}` that index modulo K; `https://` and
+    /// `wss://` speak TLS.
     #[arg(long, conflicts_with_all = ["target", "path"], required_unless_present = "target")]
     pub url: Option<String>,
     /// Server as HOST:PORT (instead of --url).
@@ -22,9 +24,17 @@ pub struct ConnectArgs {
     /// Path template with --target.
     #[arg(long, default_value = "/events?channel=bench-{i%100}")]
     pub path: String,
-    /// Speak TLS (rustls, any certificate accepted); implied by an https:// URL.
+    /// Speak TLS (rustls, any certificate accepted); implied by an https:// or
+    /// wss:// URL.
     #[arg(long)]
     pub tls: bool,
+    /// With --target: open WebSockets (Centrifuge protocol) at --path instead of
+    /// SSE streams; implied by a ws:// or wss:// URL.
+    #[arg(long)]
+    pub websocket: bool,
+    /// Channel each WebSocket subscribes (`{i}`, `{i%K}` as in the URL).
+    #[arg(long, default_value = "bench-{i%100}")]
+    pub channel: Template,
     /// Source addresses to bind, spread over the connections: ranges and single
     /// addresses, comma-separated (`none`: let the kernel choose). Each address
     /// reaches ~28k ports. [default: 127.0.0.2-127.0.0.20 for an IPv4 loopback
@@ -44,11 +54,20 @@ impl ConnectArgs {
     pub fn target(&self) -> Result<Target, String> {
         match (&self.url, &self.target) {
             (Some(url), _) => {
-                let mut target = Target::from_url(url)?;
+                let mut target = Target::from_url(url, &self.channel)?;
                 target.tls |= self.tls;
                 Ok(target)
             }
-            (None, Some(authority)) => Target::new(authority, &self.path, self.tls),
+            (None, Some(authority)) => {
+                let protocol = if self.websocket {
+                    Protocol::WebSocket {
+                        channel: self.channel.clone(),
+                    }
+                } else {
+                    Protocol::Sse
+                };
+                Target::new(authority, &self.path, self.tls, protocol)
+            }
             (None, None) => Err("give --url or --target".into()),
         }
     }

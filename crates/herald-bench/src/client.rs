@@ -1,6 +1,8 @@
-//! The lean SSE client: one socket (or TLS stream) per connection, a hand-written
-//! `GET`, and just enough reading to know the server has subscribed the stream —
-//! the response head and the first `connected` event. Nothing else is kept per
+//! The lean clients: one socket (or TLS stream) per connection and hand-written
+//! requests. An SSE stream is read just enough to know the server has subscribed it
+//! — the response head and the first `connected` event — and then held without
+//! reading; a WebSocket (see `ws`) is upgraded, connected and subscribed, then left
+//! to a small task that answers the server's pings. Nothing else is kept per
 //! connection, so the client stays cheap at tens of thousands of connections.
 
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +13,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
 
-use crate::target::Target;
+use crate::target::{Protocol, Target};
+use crate::ws::{self, Held};
 
 /// The event Herald sends first on every stream, once it has subscribed it.
 const READY_EVENT: &str = "connected";
@@ -25,14 +28,27 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// An open SSE stream, kept only to hold the connection open.
-pub type Connection = Box<dyn Io>;
+/// An open connection, held only to keep it open; dropping it closes it.
+pub enum Connection {
+    /// An SSE stream, held without reading.
+    Stream {
+        /// The socket.
+        _io: Box<dyn Io>,
+    },
+    /// A WebSocket, held by its own task.
+    WebSocket {
+        /// The task's handle.
+        _held: Held,
+    },
+}
 
-/// Opens SSE streams to one target.
+/// Opens connections to one target.
 pub struct Connector {
     target: Target,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     sources: Vec<IpAddr>,
+    /// Why the first WebSocket the server closed ended, if one did.
+    pub lost: ws::Lost,
 }
 
 impl Connector {
@@ -51,27 +67,53 @@ impl Connector {
             target,
             tls,
             sources,
+            lost: ws::Lost::default(),
         })
     }
 
     /// Opens connection `index`: connects, sends the request, and returns once the
-    /// response head and the ready event have arrived.
+    /// server has subscribed it (the SSE stream's `connected` event, or the replies
+    /// to the WebSocket's `connect` and `subscribe`).
     pub async fn open(&self, index: u64) -> Result<Connection, String> {
         let source = match self.sources.len() {
             0 => None,
             n => Some(self.sources[(index % n as u64) as usize]),
         };
         let path = self.target.path.expand(index);
-        match tokio::time::timeout(OPEN_TIMEOUT, self.open_inner(source, &path)).await {
+        match tokio::time::timeout(OPEN_TIMEOUT, self.open_inner(source, index)).await {
             Ok(Ok(io)) => Ok(io),
             Ok(Err(e)) => Err(format!("{path}: {e}")),
-            Err(_) => Err(format!(
-                "{path}: no {READY_EVENT} event within {OPEN_TIMEOUT:?}"
-            )),
+            Err(_) => Err(format!("{path}: not subscribed within {OPEN_TIMEOUT:?}")),
         }
     }
 
-    async fn open_inner(&self, source: Option<IpAddr>, path: &str) -> Result<Connection, String> {
+    async fn open_inner(&self, source: Option<IpAddr>, index: u64) -> Result<Connection, String> {
+        let mut io = self.connect(source).await?;
+        let path = self.target.path.expand(index);
+        match &self.target.protocol {
+            Protocol::Sse => {
+                let request = format!(
+                    "GET {path} HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\ncache-control: no-cache\r\nuser-agent: herald-bench\r\n\r\n",
+                    self.target.authority
+                );
+                io.write_all(request.as_bytes())
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+                read_until_ready(&mut io).await?;
+                Ok(Connection::Stream { _io: io })
+            }
+            Protocol::WebSocket { channel } => {
+                let channel = channel.expand(index);
+                let opened = ws::open(io, &self.target.authority, &path, &channel, index).await?;
+                Ok(Connection::WebSocket {
+                    _held: ws::hold(opened, self.lost.clone()),
+                })
+            }
+        }
+    }
+
+    /// A TCP connection to the target from `source`, with TLS if the target speaks it.
+    async fn connect(&self, source: Option<IpAddr>) -> Result<Box<dyn Io>, String> {
         let addr = self.target.addr;
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
@@ -88,7 +130,7 @@ impl Connector {
             .connect(addr)
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
-        let mut io: Connection = match &self.tls {
+        let io: Box<dyn Io> = match &self.tls {
             Some((connector, name)) => Box::new(
                 connector
                     .connect(name.clone(), tcp)
@@ -97,14 +139,6 @@ impl Connector {
             ),
             None => Box::new(tcp),
         };
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\ncache-control: no-cache\r\nuser-agent: herald-bench\r\n\r\n",
-            self.target.authority
-        );
-        io.write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        read_until_ready(&mut io).await?;
         Ok(io)
     }
 }
@@ -112,7 +146,7 @@ impl Connector {
 /// Reads the response head (which must say 200) and the body up to the end of the
 /// ready event. The buffer is dropped on return: nothing read stays with the
 /// connection.
-async fn read_until_ready(io: &mut Connection) -> Result<(), String> {
+async fn read_until_ready(io: &mut Box<dyn Io>) -> Result<(), String> {
     let mut buffer = Vec::with_capacity(2048);
     let mut body_start = None;
     loop {
@@ -148,10 +182,22 @@ async fn read_until_ready(io: &mut Connection) -> Result<(), String> {
 
 /// The length of the response head once complete; an error unless it is a 200.
 fn parse_head(buffer: &[u8]) -> Result<Option<usize>, String> {
+    parse_head_with(buffer, 200, |_| Ok(()))
+}
+
+/// The length of the response head once complete; an error unless its status is
+/// `status` and `check` accepts its headers.
+pub fn parse_head_with(
+    buffer: &[u8],
+    status: u16,
+    check: impl FnOnce(&[httparse::Header<'_>]) -> Result<(), String>,
+) -> Result<Option<usize>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
     match response.parse(buffer) {
-        Ok(httparse::Status::Complete(len)) if response.code == Some(200) => Ok(Some(len)),
+        Ok(httparse::Status::Complete(len)) if response.code == Some(status) => {
+            check(response.headers).map(|()| Some(len))
+        }
         Ok(httparse::Status::Complete(len)) => {
             let body = String::from_utf8_lossy(&buffer[len..]);
             Err(format!(

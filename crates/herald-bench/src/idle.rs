@@ -1,5 +1,5 @@
-//! `herald-bench idle`: holds idle SSE streams in growing steps and reports how much
-//! the server's resident memory grows per connection.
+//! `herald-bench idle`: holds idle SSE streams or WebSockets in growing steps and
+//! reports how much the server's resident memory grows per connection.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::args::{ConnectArgs, parse_duration};
 use crate::report::{Fit, kib, table};
 use crate::rss::process_tree_rss;
+use crate::target::Protocol;
 use crate::worker::Workers;
 
 /// Options of `herald-bench idle`.
@@ -75,8 +76,12 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     let plans = args.connect.plans(&target)?;
     let rss = || process_tree_rss(args.server_pid);
     rss()?;
+    let kind = match target.protocol {
+        Protocol::Sse => "SSE",
+        Protocol::WebSocket { .. } => "WebSocket",
+    };
     eprintln!(
-        "idle SSE: {target}, server pid {}, {} worker(s), steps {steps:?}",
+        "idle {kind}: {target}, server pid {}, {} worker(s), steps {steps:?}",
         args.server_pid, args.connect.workers
     );
     let mut workers = Workers::spawn(plans).await?;

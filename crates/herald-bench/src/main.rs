@@ -1,7 +1,7 @@
 //! `herald-bench`: load and memory benchmarks for Herald (and other SSE servers).
 //!
-//! - `idle`: holds idle SSE streams in steps and reports the server's resident
-//!   memory per connection.
+//! - `idle`: holds idle SSE streams, or idle WebSockets speaking the Centrifuge
+//!   protocol, in steps and reports the server's resident memory per connection.
 //!
 //! Connections are held by worker processes (copies of this binary) so that a run
 //! can exceed one process's open-file limit; see `worker`.
@@ -14,6 +14,7 @@ mod rss;
 mod target;
 mod tls;
 mod worker;
+mod ws;
 
 use std::process::ExitCode;
 
@@ -29,9 +30,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Hold idle SSE streams in growing steps and report how much the server's
-    /// resident memory (RSS) grows per connection.
-    Idle(idle::IdleArgs),
+    /// Hold idle SSE streams (http:// and https:// URLs) or idle Centrifuge-protocol
+    /// WebSockets (ws:// and wss://) in growing steps and report how much the
+    /// server's resident memory (RSS) grows per connection.
+    Idle(Box<idle::IdleArgs>),
     /// Hold connections for a coordinating herald-bench (internal; JSON lines on
     /// stdin and stdout).
     #[command(hide = true)]
@@ -51,7 +53,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Idle(args) => match runtime.block_on(idle::run(args)) {
+        Command::Idle(args) => match runtime.block_on(idle::run(*args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("herald-bench: {e}");

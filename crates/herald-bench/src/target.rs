@@ -1,5 +1,6 @@
-//! What to connect to: the server's address, the `Host` header, TLS or not, and the
-//! request path template that gives each connection its own URL.
+//! What to connect to: the server's address, the `Host` header, TLS or not, the
+//! protocol (SSE or a Centrifuge-protocol WebSocket), and the templates that give
+//! each connection its own URL or channel.
 
 use std::fmt::{self, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -19,31 +20,69 @@ pub struct Target {
     /// Whether to speak TLS.
     pub tls: bool,
     /// Path and query of each request, with `{i}` / `{i%K}` placeholders.
-    pub path: PathTemplate,
+    pub path: Template,
+    /// What each connection speaks once open.
+    pub protocol: Protocol,
+}
+
+/// The protocol of the benchmark's connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    /// `GET` an SSE stream and read until its `connected` event.
+    Sse,
+    /// Upgrade to a WebSocket (HTTP/1.1), send the Centrifuge protocol's `connect`
+    /// and `subscribe` commands and wait for both replies; then answer the server's
+    /// pings.
+    WebSocket {
+        /// The channel each connection subscribes, with `{i}` / `{i%K}`
+        /// placeholders.
+        channel: Template,
+    },
 }
 
 impl Target {
-    /// Parses `http://host[:port]/path` or `https://…` (TLS).
-    pub fn from_url(url: &str) -> Result<Target, String> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("http://") {
-            (false, rest)
-        } else if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest)
-        } else {
+    /// Parses `http://host[:port]/path` or `https://…` (TLS) for SSE, `ws://…` or
+    /// `wss://…` (TLS) for WebSockets (subscribing `channel`).
+    pub fn from_url(url: &str, channel: &Template) -> Result<Target, String> {
+        let schemes = [
+            ("http://", false, false),
+            ("https://", true, false),
+            ("ws://", false, true),
+            ("wss://", true, true),
+        ];
+        let Some((rest, tls, websocket)) = schemes
+            .iter()
+            .find_map(|&(scheme, tls, ws)| url.strip_prefix(scheme).map(|rest| (rest, tls, ws)))
+        else {
             return Err(format!(
-                "{url}: the URL must start with http:// or https://"
+                "{url}: the URL must start with http://, https://, ws:// or wss://"
             ));
         };
         let (authority, path) = match rest.find('/') {
             Some(slash) => rest.split_at(slash),
             None => (rest, "/"),
         };
-        Target::new(authority, path, tls)
+        let protocol = if websocket {
+            Protocol::WebSocket {
+                channel: channel.clone(),
+            }
+        } else {
+            Protocol::Sse
+        };
+        Target::new(authority, path, tls, protocol)
     }
 
     /// Builds a target from `host[:port]` (port defaults to 80, or 443 with TLS),
-    /// a path template and the TLS choice; resolves the host.
-    pub fn new(authority: &str, path: &str, tls: bool) -> Result<Target, String> {
+    /// a path template, the TLS choice and the protocol; resolves the host.
+    pub fn new(
+        authority: &str,
+        path: &str,
+        tls: bool,
+        protocol: Protocol,
+    ) -> Result<Target, String> {
+        if !path.starts_with('/') {
+            return Err(format!("{path}: the path must start with '/'"));
+        }
         let (host, port) = split_authority(authority, if tls { 443 } else { 80 })?;
         let addr = (host.as_str(), port)
             .to_socket_addrs()
@@ -56,14 +95,24 @@ impl Target {
             authority: authority.to_owned(),
             tls,
             path: path.parse()?,
+            protocol,
         })
     }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "https" } else { "http" };
-        write!(f, "{scheme}://{}{}", self.authority, self.path)
+        let scheme = match (&self.protocol, self.tls) {
+            (Protocol::Sse, false) => "http",
+            (Protocol::Sse, true) => "https",
+            (Protocol::WebSocket { .. }, false) => "ws",
+            (Protocol::WebSocket { .. }, true) => "wss",
+        };
+        write!(f, "{scheme}://{}{}", self.authority, self.path)?;
+        if let Protocol::WebSocket { channel } = &self.protocol {
+            write!(f, " (subscribing {channel})")?;
+        }
+        Ok(())
     }
 }
 
@@ -93,12 +142,12 @@ fn split_authority(authority: &str, default_port: u16) -> Result<(String, u16), 
     Ok((host.to_owned(), port))
 }
 
-/// A request path with placeholders replaced per connection: `{i}` is the
-/// connection's index (0-based, unique across workers), `{i%K}` that index modulo K
-/// (e.g. `channel=bench-{i%100}` spreads connections over 100 channels).
+/// Text with placeholders replaced per connection: `{i}` is the connection's index
+/// (0-based, unique across workers), `{i%K}` that index modulo K (e.g.
+/// `channel=bench-{i%100}` spreads connections over 100 channels).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct PathTemplate {
+pub struct Template {
     parts: Vec<Part>,
 }
 
@@ -109,8 +158,8 @@ enum Part {
     Index(u64),
 }
 
-impl PathTemplate {
-    /// The path of connection `index`.
+impl Template {
+    /// The text for connection `index`.
     pub fn expand(&self, index: u64) -> String {
         let mut out = String::new();
         for part in &self.parts {
@@ -125,13 +174,10 @@ impl PathTemplate {
     }
 }
 
-impl std::str::FromStr for PathTemplate {
+impl std::str::FromStr for Template {
     type Err = String;
 
     fn from_str(template: &str) -> Result<Self, String> {
-        if !template.starts_with('/') {
-            return Err(format!("{template}: the path must start with '/'"));
-        }
         let mut parts = Vec::new();
         let mut rest = template;
         while let Some(open) = rest.find('{') {
@@ -160,11 +206,11 @@ impl std::str::FromStr for PathTemplate {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_owned()));
         }
-        Ok(PathTemplate { parts })
+        Ok(Template { parts })
     }
 }
 
-impl TryFrom<String> for PathTemplate {
+impl TryFrom<String> for Template {
     type Error = String;
 
     fn try_from(template: String) -> Result<Self, String> {
@@ -172,13 +218,13 @@ impl TryFrom<String> for PathTemplate {
     }
 }
 
-impl From<PathTemplate> for String {
-    fn from(template: PathTemplate) -> String {
+impl From<Template> for String {
+    fn from(template: Template) -> String {
         template.to_string()
     }
 }
 
-impl fmt::Display for PathTemplate {
+impl fmt::Display for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for part in &self.parts {
             match part {
@@ -197,21 +243,24 @@ mod tests {
 
     #[test]
     fn expands_placeholders() {
-        let template: PathTemplate = "/events?channel=bench-{i%3}&n={i}".parse().unwrap();
+        let template: Template = "/events?channel=bench-{i%3}&n={i}".parse().unwrap();
         assert_eq!(template.expand(7), "/events?channel=bench-1&n=7");
         assert_eq!(template.to_string(), "/events?channel=bench-{i%3}&n={i}");
     }
 
     #[test]
     fn refuses_bad_templates() {
-        for bad in ["events", "/a{i", "/a{j}", "/a{i%0}", "/a{i%x}"] {
-            assert!(bad.parse::<PathTemplate>().is_err(), "{bad}");
+        for bad in ["/a{i", "/a{j}", "/a{i%0}", "/a{i%x}"] {
+            assert!(bad.parse::<Template>().is_err(), "{bad}");
         }
+        assert!(Target::new("127.0.0.1", "events", false, Protocol::Sse).is_err());
     }
 
     #[test]
     fn parses_urls() {
-        let target = Target::from_url("http://127.0.0.1:8000/events?channel=c-{i%10}").unwrap();
+        let channel: Template = "bench-{i%100}".parse().unwrap();
+        let target =
+            Target::from_url("http://127.0.0.1:8000/events?channel=c-{i%10}", &channel).unwrap();
         assert_eq!(target.addr, "127.0.0.1:8000".parse().unwrap());
         assert_eq!(target.host, "127.0.0.1");
         assert!(!target.tls);
@@ -221,13 +270,25 @@ mod tests {
             "http://127.0.0.1:8000/events?channel=c-{i%10}"
         );
 
-        let target = Target::from_url("https://[::1]").unwrap();
+        assert_eq!(target.protocol, Protocol::Sse);
+
+        let target = Target::from_url("https://[::1]", &channel).unwrap();
         assert_eq!(target.addr, "[::1]:443".parse().unwrap());
         assert_eq!(target.host, "::1");
         assert!(target.tls);
         assert_eq!(target.path.expand(0), "/");
 
-        assert!(Target::from_url("ws://127.0.0.1/").is_err());
-        assert!(Target::from_url("http://127.0.0.1:x/").is_err());
+        let target =
+            Target::from_url("wss://localhost:8443/connection/websocket", &channel).unwrap();
+        assert!(target.tls);
+        assert_eq!(target.protocol, Protocol::WebSocket { channel });
+        assert_eq!(
+            target.to_string(),
+            "wss://localhost:8443/connection/websocket (subscribing bench-{i%100})"
+        );
+
+        let channel: Template = "c".parse().unwrap();
+        assert!(Target::from_url("ftp://127.0.0.1/", &channel).is_err());
+        assert!(Target::from_url("http://127.0.0.1:x/", &channel).is_err());
     }
 }

@@ -133,6 +133,7 @@ impl Holder {
         count: usize,
         out: &mut (impl AsyncWrite + Unpin),
     ) -> Result<(), String> {
+        self.check_lost()?;
         self.connections.truncate(count);
         if self.connections.is_empty() {
             self.next = 0;
@@ -158,6 +159,7 @@ impl Holder {
                 }
             }
         }
+        self.check_lost()?;
         send(
             out,
             &Report::Done {
@@ -165,6 +167,19 @@ impl Holder {
             },
         )
         .await
+    }
+}
+
+impl Holder {
+    /// Fails if the server closed any held WebSocket: an idle benchmark must hold
+    /// every connection it counts.
+    fn check_lost(&self) -> Result<(), String> {
+        match self.connector.lost.take() {
+            Some((count, why)) => Err(format!(
+                "the server closed {count} held connection(s); the first: {why}"
+            )),
+            None => Ok(()),
+        }
     }
 }
 

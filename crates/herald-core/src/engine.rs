@@ -1,8 +1,10 @@
+use std::sync::Arc;
+
 use futures_util::future::BoxFuture;
 use herald_protocol::{Payload, Publication, StreamPosition};
 
 use crate::ChannelOptions;
-use crate::presence::ClientInfo;
+use herald_protocol::ClientInfo;
 
 /// Where a channel's publications are ordered and stored, and how they reach every
 /// node: the in-memory engine for one node; Redis or NATS engines past one machine.
@@ -17,6 +19,7 @@ pub trait Engine: Send + Sync + 'static {
         &'a self,
         channel: &'a str,
         data: Payload,
+        info: Option<Arc<ClientInfo>>,
         options: &'a ChannelOptions,
     ) -> BoxFuture<'a, Result<StreamPosition, EngineError>>;
 

@@ -8,7 +8,7 @@ use herald_protocol::{Publication, sse};
 use crate::encode;
 use crate::engine::PublicationSink;
 use crate::outbox::{Control, Delivery, Outbox};
-use crate::presence::ClientInfo;
+use herald_protocol::ClientInfo;
 
 /// This node's subscribers, by channel, and its connected users.
 ///
@@ -270,6 +270,7 @@ mod tests {
         Publication {
             offset,
             data: Payload::json(b"1").unwrap(),
+            info: None,
         }
     }
 
@@ -289,6 +290,38 @@ mod tests {
             "frame bytes must be shared, not copied"
         );
         assert_eq!(hub.num_deliveries(), 2);
+    }
+
+    #[test]
+    fn client_publications_carry_the_publisher_to_client_protocol_subscribers() {
+        let hub = Hub::default();
+        let (sse_sub, json_sub) = (Outbox::new(1 << 20), Outbox::new(1 << 20));
+        hub.subscribe("c", &sse_sub, sse_tag(0));
+        let json_tag = SubscriberTag {
+            slot: 1,
+            format: WireFormat::ClientJson,
+            join_leave: false,
+        };
+        hub.subscribe("c", &json_sub, json_tag);
+        let mut published = publication(4);
+        published.info = Some(Arc::new(ClientInfo {
+            client: Arc::from("client-1"),
+            user: Arc::from("alice"),
+            conn_info: None,
+            chan_info: None,
+        }));
+        hub.deliver("c", "E", &published);
+        let push = json_sub.take().deliveries[0].frame.clone();
+        let push: serde_json::Value = serde_json::from_slice(&push).unwrap();
+        assert_eq!(push["push"]["pub"]["info"]["user"], "alice");
+        assert_eq!(push["push"]["pub"]["info"]["client"], "client-1");
+        assert_eq!(push["push"]["pub"]["offset"], 4);
+        let event = sse_sub.take().deliveries[0].frame.clone();
+        assert!(
+            std::str::from_utf8(&event)
+                .unwrap()
+                .starts_with("event: publication\n")
+        );
     }
 
     #[test]

@@ -18,11 +18,11 @@ mod options;
 mod outbox;
 mod presence;
 
-pub use encode::wire_client_info;
 pub use engine::{Engine, EngineError, HistoryPage, PublicationSink};
+pub use herald_protocol::ClientInfo;
 pub use hub::{Hub, SubscriberTag, WireFormat};
 pub use memory::MemoryEngine;
 pub use node::{CoreError, Node, NodeConfig, Resume};
 pub use options::{ChannelOptions, Namespaces, channel_users, validate_channel};
 pub use outbox::{CloseReason, Control, Delivery, Outbox, Taken};
-pub use presence::{ClientInfo, MemoryPresence, PresenceStore};
+pub use presence::{MemoryPresence, PresenceStore};

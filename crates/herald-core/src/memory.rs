@@ -10,7 +10,7 @@ use rand::distr::Alphanumeric;
 
 use crate::ChannelOptions;
 use crate::engine::{Engine, EngineError, HistoryPage, PublicationSink};
-use crate::presence::ClientInfo;
+use herald_protocol::ClientInfo;
 
 /// The single-node engine: streams live in this process's memory.
 ///
@@ -105,6 +105,7 @@ impl Engine for MemoryEngine {
         &'a self,
         channel: &'a str,
         data: Payload,
+        info: Option<Arc<ClientInfo>>,
         options: &'a ChannelOptions,
     ) -> BoxFuture<'a, Result<StreamPosition, EngineError>> {
         let stream = self.stream(channel);
@@ -115,6 +116,7 @@ impl Engine for MemoryEngine {
         let publication = Publication {
             offset: stream.top,
             data,
+            info,
         };
         // Delivering under the stream's lock keeps fan-out in offset order.
         self.sink.deliver(channel, &stream.epoch, &publication);
@@ -235,7 +237,7 @@ mod tests {
             ..ChannelOptions::default()
         };
         for n in 1..=5 {
-            let position = engine.publish("c", data(n), &options).await.unwrap();
+            let position = engine.publish("c", data(n), None, &options).await.unwrap();
             assert_eq!(position.offset, u64::from(n));
         }
         let page = engine.history("c", Some(1), None, &options).await.unwrap();
@@ -255,7 +257,7 @@ mod tests {
             history_ttl: Duration::from_millis(20),
             ..ChannelOptions::default()
         };
-        let first = engine.publish("c", data(1), &options).await.unwrap();
+        let first = engine.publish("c", data(1), None, &options).await.unwrap();
         tokio::time::sleep(Duration::from_millis(40)).await;
         engine.sweep();
         let page = engine.history("c", None, None, &options).await.unwrap();
@@ -270,7 +272,7 @@ mod tests {
             history_size: 0,
             ..ChannelOptions::default()
         };
-        let before = engine.publish("c", data(1), &options).await.unwrap();
+        let before = engine.publish("c", data(1), None, &options).await.unwrap();
         std::thread::sleep(Duration::from_millis(2));
         engine.sweep();
         assert_eq!(engine.num_streams(), 0);

@@ -9,7 +9,8 @@ use crate::hub::{Hub, SubscriberTag};
 use crate::memory::MemoryEngine;
 use crate::options::{ChannelOptions, Namespaces, validate_channel};
 use crate::outbox::Outbox;
-use crate::presence::{ClientInfo, MemoryPresence, PresenceStore};
+use crate::presence::{MemoryPresence, PresenceStore};
+use herald_protocol::ClientInfo;
 
 /// How a node is set up.
 #[derive(Debug, Clone)]
@@ -125,8 +126,19 @@ impl Node {
         })
     }
 
-    /// Publishes `data` to `channel`.
+    /// Publishes `data` to `channel` (from the server API: no publisher info).
     pub async fn publish(&self, channel: &str, data: Payload) -> Result<StreamPosition, CoreError> {
+        self.publish_as(channel, data, None).await
+    }
+
+    /// Publishes `data` to `channel` on behalf of the client `info`, which
+    /// subscribers see as the publisher.
+    pub async fn publish_as(
+        &self,
+        channel: &str,
+        data: Payload,
+        info: Option<Arc<ClientInfo>>,
+    ) -> Result<StreamPosition, CoreError> {
         let options = self.options(channel)?;
         if data.len() > self.config.max_publication_bytes {
             return Err(CoreError::TooLarge {
@@ -134,7 +146,7 @@ impl Node {
                 limit: self.config.max_publication_bytes,
             });
         }
-        Ok(self.engine.publish(channel, data, options).await?)
+        Ok(self.engine.publish(channel, data, info, options).await?)
     }
 
     /// Reads history: publications after `since` (all retained when `None`), at

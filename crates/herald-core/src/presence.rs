@@ -1,24 +1,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::future::{BoxFuture, FutureExt};
 
-use crate::engine::EngineError;
+use herald_protocol::ClientInfo;
 
-/// Who a subscriber is, as presence and join/leave report it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientInfo {
-    /// The connection's unique id.
-    pub client: Arc<str>,
-    /// The user id (`sub` of the token; empty for anonymous).
-    pub user: Arc<str>,
-    /// Connection info from the connection token (raw JSON).
-    pub conn_info: Option<Bytes>,
-    /// Channel info from the subscription token (raw JSON).
-    pub chan_info: Option<Bytes>,
-}
+use crate::engine::EngineError;
 
 /// Where presence (who is subscribed to a channel) is kept: in memory for one
 /// node; Redis past one machine.

@@ -291,6 +291,7 @@ mod tests {
         let json = HistoryPublication::from(&Publication {
             offset: 1,
             data: Payload::json(b"{\"a\":1}").unwrap(),
+            info: None,
         });
         assert_eq!(
             serde_json::to_string(&json).unwrap(),
@@ -299,6 +300,7 @@ mod tests {
         let binary = HistoryPublication::from(&Publication {
             offset: 2,
             data: Payload::Binary(Bytes::from_static(b"hi")),
+            info: None,
         });
         assert_eq!(
             serde_json::to_string(&binary).unwrap(),

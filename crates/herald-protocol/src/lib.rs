@@ -17,5 +17,5 @@ mod resume;
 pub mod sse;
 
 pub use error::{ErrorCode, ErrorReply};
-pub use payload::{Payload, PayloadError, Publication, StreamPosition};
+pub use payload::{ClientInfo, Payload, PayloadError, Publication, StreamPosition};
 pub use resume::{ResumeToken, ResumeTokenError};

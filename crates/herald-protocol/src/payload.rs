@@ -113,6 +113,21 @@ pub struct Publication {
     pub offset: u64,
     /// What was published.
     pub data: Payload,
+    /// The publishing client, when a client (not the server API) published.
+    pub info: Option<std::sync::Arc<ClientInfo>>,
+}
+
+/// Who a client is, as presence, join/leave and client publications report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The connection's unique id.
+    pub client: std::sync::Arc<str>,
+    /// The user id (`sub` of the token; empty for anonymous).
+    pub user: std::sync::Arc<str>,
+    /// Connection info from the connection token (raw JSON).
+    pub conn_info: Option<Bytes>,
+    /// Channel info from the subscription token (raw JSON).
+    pub chan_info: Option<Bytes>,
 }
 
 impl Publication {
@@ -165,6 +180,7 @@ mod tests {
         let text = Publication {
             offset: 7,
             data: Payload::json(b"{\"n\":1}").unwrap(),
+            info: None,
         };
         assert_eq!(
             String::from_utf8(text.to_json("news", "ab")).unwrap(),
@@ -173,6 +189,7 @@ mod tests {
         let binary = Publication {
             offset: 8,
             data: Payload::Binary(Bytes::from_static(&[0, 255, 10])),
+            info: None,
         };
         let json: serde_json::Value = serde_json::from_slice(&binary.to_json("a\"b", "e")).unwrap();
         assert_eq!(json["channel"], "a\"b");

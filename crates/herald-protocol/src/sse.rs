@@ -137,6 +137,7 @@ mod tests {
         let publication = Publication {
             offset: 3,
             data: Payload::json(b"{\"x\":\n1}").unwrap(),
+            info: None,
         };
         let mut event = publication_body("c", "E", &publication).to_vec();
         write_id_and_end(b"tok", &mut event);

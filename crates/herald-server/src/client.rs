@@ -67,9 +67,41 @@ struct Connected {
     expires_at: Option<u64>,
 }
 
+/// How the session's transport carries the protocol.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Commands and replies both ways on one connection (WebSocket).
+    #[default]
+    Bidirectional,
+    /// Bidirectional emulation (`/connection/http_stream`, `/connection/sse`):
+    /// replies and pushes go down a stream, commands arrive through
+    /// `POST /emulation` naming `session`. The connect result carries `session`
+    /// and this node's id, which the SDK sends back with every command.
+    Emulation {
+        /// The id `POST /emulation` requests route by.
+        session: Arc<str>,
+    },
+    /// Unidirectional (`/connection/uni_*`): the client sends a bare connect
+    /// request once ([`ClientSession::connect_unidirectional`]) and then only
+    /// receives. The connect result travels as a `connect` push, every push is a
+    /// bare push object (no `{"push":…}` envelope), pings (`{}`) expect no pong,
+    /// and commands are refused.
+    Unidirectional {
+        /// Session id reported in the connect push (as Centrifugo does).
+        session: Arc<str>,
+    },
+}
+
+impl Mode {
+    fn is_unidirectional(&self) -> bool {
+        matches!(self, Mode::Unidirectional { .. })
+    }
+}
+
 /// A client protocol session.
 pub struct ClientSession {
     ctx: Arc<Context>,
+    mode: Mode,
     labels: ConnectionLabels,
     outbox: Arc<Outbox>,
     shutdown: watch::Receiver<bool>,
@@ -83,8 +115,18 @@ pub struct ClientSession {
 }
 
 impl ClientSession {
-    /// A new session on a connection of `transport` over `version`.
+    /// A new bidirectional session on a connection of `transport` over `version`.
     pub fn new(ctx: Arc<Context>, transport: Transport, version: HttpVersion) -> Self {
+        Self::with_mode(ctx, transport, version, Mode::Bidirectional)
+    }
+
+    /// A new session whose transport carries the protocol as `mode` says.
+    pub fn with_mode(
+        ctx: Arc<Context>,
+        transport: Transport,
+        version: HttpVersion,
+        mode: Mode,
+    ) -> Self {
         let labels = ConnectionLabels {
             transport,
             http_version: version,
@@ -97,6 +139,7 @@ impl ClientSession {
         ClientSession {
             outbox: Outbox::new(ctx.config.client_queue_max_bytes),
             ctx,
+            mode,
             labels,
             shutdown,
             connected: None,
@@ -118,7 +161,11 @@ impl ClientSession {
     }
 
     /// Handles one incoming message: one or more newline-separated commands.
+    /// A unidirectional session takes no commands: it closes with `bad request`.
     pub async fn handle_frame(&mut self, frame: &[u8]) -> Output {
+        if self.mode.is_unidirectional() {
+            return self.close(DisconnectCode::BadRequest);
+        }
         let commands = match CODEC.decode_commands(frame) {
             Ok(commands) => commands,
             Err(e) => {
@@ -171,7 +218,7 @@ impl ClientSession {
                     subscription.position.offset = delivery.offset;
                     delivered += 1;
                 }
-                CODEC.append_message(&mut out, &delivery.frame);
+                CODEC.append_message(&mut out, self.push_message(&delivery.frame));
             }
             self.ctx.metrics.deliveries.inc_by(delivered);
             for control in taken.controls {
@@ -225,7 +272,7 @@ impl ClientSession {
                         };
                         let push =
                             proto::Push::new(channel.to_string(), proto::PushBody::Subscribe(push));
-                        CODEC.append_push(out, &push);
+                        self.append_push(out, &push);
                     }
                     Err(error) => tracing::debug!(%channel, ?error, "server-side subscribe failed"),
                 }
@@ -235,7 +282,7 @@ impl ClientSession {
                 if self.subscribed(&channel) {
                     self.unsubscribe(&channel).await;
                     let body = proto::PushBody::Unsubscribe(proto::UnsubscribeCode::Server.into());
-                    CODEC.append_push(out, &proto::Push::new(channel.to_string(), body));
+                    self.append_push(out, &proto::Push::new(channel.to_string(), body));
                 }
                 None
             }
@@ -277,7 +324,9 @@ impl ClientSession {
         }
         let now = Instant::now();
         self.next_ping = now + self.ctx.config.client_ping_interval;
-        self.pong_deadline = Some(now + self.ctx.config.client_pong_timeout);
+        if !self.mode.is_unidirectional() {
+            self.pong_deadline = Some(now + self.ctx.config.client_pong_timeout);
+        }
         let mut out = Vec::new();
         CODEC.append_message(&mut out, CODEC.ping());
         self.wrote(out)
@@ -312,7 +361,12 @@ impl ClientSession {
         };
         if self.connected.is_none() {
             return match request {
-                Request::Connect(connect) => self.connect(id, connect).await.map(Some),
+                Request::Connect(connect) => self.connect(connect).await.map(|result| {
+                    Some(match result {
+                        Ok(result) => Reply::ok(id, result),
+                        Err(error) => Reply::error(id, wire_error(error)),
+                    })
+                }),
                 // Anything before connect is a protocol violation.
                 _ => Err(DisconnectCode::BadRequest),
             };
@@ -337,9 +391,10 @@ impl ClientSession {
                 self.presence_stats(&request.channel).await.map(Into::into)
             }
             Request::History(request) => self.history(request).await.map(Into::into),
-            Request::Refresh(request) => self.refresh(&request.token).map(Into::into),
+            Request::Refresh(request) => self.refresh(&request.token).await.map(Into::into),
             Request::SubRefresh(request) => self
                 .sub_refresh(&request.channel, &request.token)
+                .await
                 .map(Into::into),
             Request::Ping(_) => Ok(proto::PingResult {}.into()),
             Request::Send(_) if id == 0 => return Ok(None),
@@ -352,27 +407,27 @@ impl ClientSession {
         }))
     }
 
+    /// Establishes the connection: `Ok(Err(_))` is an error reply (the client may
+    /// retry), `Err` a disconnect.
     async fn connect(
         &mut self,
-        id: u32,
         request: proto::ConnectRequest,
-    ) -> Result<Reply, DisconnectCode> {
+    ) -> Result<Result<proto::ConnectResult, ErrorReply>, DisconnectCode> {
         let claims = if request.token.is_empty() {
             if !self.ctx.config.allow_anonymous_connect {
-                return Ok(Reply::error(
-                    id,
-                    wire_error(ErrorCode::Unauthorized.reply("a connection token is required")),
+                return Ok(Err(
+                    ErrorCode::Unauthorized.reply("a connection token is required")
                 ));
             }
             Claims::default()
         } else {
-            match self.ctx.tokens.verify(&request.token) {
+            match self.ctx.tokens.verify_async(&request.token).await {
                 Ok(claims) => claims,
                 Err(e) if e.is_expired() => {
-                    return Ok(Reply::error(
-                        id,
-                        wire_error(ErrorCode::TokenExpired.reply(e.to_string())),
-                    ));
+                    return Ok(Err(ErrorCode::TokenExpired.reply(e.to_string())));
+                }
+                Err(e) if e.is_temporary() => {
+                    return Ok(Err(ErrorCode::Internal.reply(e.to_string())));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "connection token refused");
@@ -431,19 +486,101 @@ impl ClientSession {
             }
         }
         let ttl = expires_at.map(|at| at.saturating_sub(unix_now()));
-        Ok(Reply::ok(
-            id,
-            proto::ConnectResult {
-                client: client.to_string(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                expires: ttl.is_some(),
-                ttl: ttl.unwrap_or(0) as u32,
-                ping: self.ctx.config.client_ping_interval.as_secs() as u32,
-                pong: true,
-                subs,
-                ..Default::default()
-            },
-        ))
+        let (session, node) = match &self.mode {
+            Mode::Bidirectional => (String::new(), String::new()),
+            Mode::Emulation { session } => (session.to_string(), self.ctx.uid.clone()),
+            Mode::Unidirectional { session } => (session.to_string(), String::new()),
+        };
+        Ok(Ok(proto::ConnectResult {
+            client: client.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            expires: ttl.is_some(),
+            ttl: ttl.unwrap_or(0) as u32,
+            ping: self.ctx.config.client_ping_interval.as_secs() as u32,
+            pong: !self.mode.is_unidirectional(),
+            subs,
+            session,
+            node,
+            ..Default::default()
+        }))
+    }
+
+    /// Connects a unidirectional session with the client's bare connect request
+    /// (no command envelope): the output is the `connect` push, or the disconnect
+    /// a refusal turns into (there is no error reply one way).
+    pub async fn connect_unidirectional(&mut self, request: proto::ConnectRequest) -> Output {
+        debug_assert!(self.mode.is_unidirectional());
+        if self.connected.is_some() {
+            return self.close(DisconnectCode::BadRequest);
+        }
+        match self.connect(request).await {
+            Ok(Ok(result)) => {
+                let mut out = Vec::new();
+                self.append_push(
+                    &mut out,
+                    &proto::Push::new("", proto::PushBody::Connect(result)),
+                );
+                self.wrote(out)
+            }
+            Ok(Err(error)) => {
+                // As Centrifugo maps errors of unidirectional connects.
+                let is = |code: ErrorCode| error.code == code.code();
+                let code = if is(ErrorCode::TokenExpired) || is(ErrorCode::Expired) {
+                    DisconnectCode::Expired
+                } else if is(ErrorCode::PermissionDenied) {
+                    DisconnectCode::PermissionDenied
+                } else if is(ErrorCode::TooManyRequests) {
+                    DisconnectCode::TooManyRequests
+                } else if is(ErrorCode::Unauthorized) {
+                    DisconnectCode::InvalidToken
+                } else {
+                    DisconnectCode::ServerError
+                };
+                Output {
+                    frame: None,
+                    close: Some(Disconnect {
+                        code: code.code(),
+                        reason: error.message,
+                    }),
+                }
+            }
+            Err(code) => self.close(code),
+        }
+    }
+
+    /// The `disconnect` push telling the client why the server closes, for
+    /// transports without close frames (emulation and unidirectional streams):
+    /// `{"push":{"disconnect":…}}`, or the bare push on a unidirectional session.
+    pub fn disconnect_message(&self, disconnect: &Disconnect) -> Vec<u8> {
+        let body = proto::PushBody::Disconnect(proto::Disconnect {
+            code: u32::from(disconnect.code),
+            reason: disconnect.reason.clone(),
+            reconnect: proto::reconnects(u32::from(disconnect.code)),
+        });
+        let mut out = Vec::new();
+        self.append_push(&mut out, &proto::Push::new("", body));
+        out
+    }
+
+    /// Appends `push` to `out` as this session's transport carries pushes.
+    fn append_push(&self, out: &mut Vec<u8>, push: &proto::Push) {
+        if self.mode.is_unidirectional() {
+            let mut enveloped = Vec::new();
+            CODEC.append_push(&mut enveloped, push);
+            CODEC.append_message(out, bare_push(&enveloped));
+        } else {
+            CODEC.append_push(out, push);
+        }
+    }
+
+    /// An encoded push message (`{"push":…}`, shared by every subscriber) as this
+    /// session's transport carries pushes.
+    fn push_message<'a>(&self, message: &'a [u8]) -> &'a [u8] {
+        if self.mode.is_unidirectional() {
+            bare_push(message)
+        } else {
+            message
+        }
     }
 
     fn connection(&self) -> &Connected {
@@ -452,12 +589,26 @@ impl ClientSession {
             .expect("commands after connect only")
     }
 
-    /// Checks that the client may subscribe `channel` (with an optional subscription
-    /// token), returning the channel's options and the channel info to announce.
+    /// Verifies a subscription token (JWKS keys may need fetching).
+    async fn verify_subscription_token(&self, token: &str) -> Result<Claims, ErrorReply> {
+        self.ctx.tokens.verify_async(token).await.map_err(|e| {
+            if e.is_expired() {
+                ErrorCode::TokenExpired.reply(e.to_string())
+            } else if e.is_temporary() {
+                ErrorCode::Internal.reply(e.to_string())
+            } else {
+                ErrorCode::PermissionDenied.reply(e.to_string())
+            }
+        })
+    }
+
+    /// Checks that the client may subscribe `channel` (with the claims of a verified
+    /// subscription token, if it gave one), returning the channel's options and the
+    /// channel info to announce.
     fn authorize_subscribe(
         &self,
         channel: &str,
-        token: &str,
+        token_claims: Option<Claims>,
     ) -> Result<(&ChannelOptions, Option<Bytes>), ErrorReply> {
         let options = self
             .ctx
@@ -466,14 +617,7 @@ impl ClientSession {
             .map_err(|e| e.code().reply(e.to_string()))?;
         let connection = self.connection();
         let user = &*connection.info.user;
-        if !token.is_empty() {
-            let claims = self.ctx.tokens.verify(token).map_err(|e| {
-                if e.is_expired() {
-                    ErrorCode::TokenExpired.reply(e.to_string())
-                } else {
-                    ErrorCode::PermissionDenied.reply(e.to_string())
-                }
-            })?;
+        if let Some(claims) = token_claims {
             if claims.channel.as_deref() != Some(channel) || claims.sub != user {
                 return Err(ErrorCode::PermissionDenied
                     .reply("the subscription token is for another channel or user"));
@@ -499,7 +643,12 @@ impl ClientSession {
         &mut self,
         request: proto::SubscribeRequest,
     ) -> Result<proto::SubscribeResult, ErrorReply> {
-        let (_, chan_info) = self.authorize_subscribe(&request.channel, &request.token)?;
+        let token_claims = if request.token.is_empty() {
+            None
+        } else {
+            Some(self.verify_subscription_token(&request.token).await?)
+        };
+        let (_, chan_info) = self.authorize_subscribe(&request.channel, token_claims)?;
         self.subscribe_checked(request, chan_info).await
     }
 
@@ -601,7 +750,7 @@ impl ClientSession {
             );
         }
         if !self.subscribed(&request.channel)
-            && self.authorize_subscribe(&request.channel, "").is_err()
+            && self.authorize_subscribe(&request.channel, None).is_err()
         {
             return Err(ErrorCode::PermissionDenied.reply("no permission for this channel"));
         }
@@ -611,9 +760,10 @@ impl ClientSession {
             .ok_or_else(|| ErrorCode::BadRequest.reply("data is required"))?;
         let data = Payload::json(raw.get().as_bytes())
             .map_err(|e| ErrorCode::BadRequest.reply(e.to_string()))?;
+        let publisher = Arc::new(self.connection().info.clone());
         self.ctx
             .node
-            .publish(&request.channel, data)
+            .publish_as(&request.channel, data, Some(publisher))
             .await
             .map_err(|e| e.code().reply(e.to_string()))?;
         self.ctx.metrics.publications.inc();
@@ -651,7 +801,7 @@ impl ClientSession {
         Ok(proto::PresenceResult {
             presence: present
                 .iter()
-                .map(|info| (info.client.to_string(), herald_core::wire_client_info(info)))
+                .map(|info| (info.client.to_string(), proto::ClientInfo::from(info)))
                 .collect(),
         })
     }
@@ -709,10 +859,12 @@ impl ClientSession {
         })
     }
 
-    fn refresh(&mut self, token: &str) -> Result<proto::RefreshResult, ErrorReply> {
-        let claims = self.ctx.tokens.verify(token).map_err(|e| {
+    async fn refresh(&mut self, token: &str) -> Result<proto::RefreshResult, ErrorReply> {
+        let claims = self.ctx.tokens.verify_async(token).await.map_err(|e| {
             if e.is_expired() {
                 ErrorCode::TokenExpired.reply(e.to_string())
+            } else if e.is_temporary() {
+                ErrorCode::Internal.reply(e.to_string())
             } else {
                 ErrorCode::Unauthorized.reply(e.to_string())
             }
@@ -735,7 +887,7 @@ impl ClientSession {
         })
     }
 
-    fn sub_refresh(
+    async fn sub_refresh(
         &self,
         channel: &str,
         token: &str,
@@ -743,11 +895,7 @@ impl ClientSession {
         if !self.subscribed(channel) {
             return Err(ErrorCode::PermissionDenied.reply("not subscribed to this channel"));
         }
-        let claims = self
-            .ctx
-            .tokens
-            .verify(token)
-            .map_err(|e| ErrorCode::PermissionDenied.reply(e.to_string()))?;
+        let claims = self.verify_subscription_token(token).await?;
         if claims.channel.as_deref() != Some(channel) || claims.sub != *self.connection().info.user
         {
             return Err(
@@ -797,11 +945,15 @@ impl Drop for ClientSession {
 /// The client protocol encoding (JSON; Protobuf would be chosen per connection).
 const CODEC: Codec = Codec::Json;
 
+/// The protocol error for `error`; internal errors are temporary, so SDKs retry.
 fn wire_error(error: ErrorReply) -> proto::Error {
+    let temporary = [ErrorCode::Internal, ErrorCode::TooManyRequests]
+        .iter()
+        .any(|code| code.code() == error.code);
     proto::Error {
         code: error.code,
         message: error.message,
-        temporary: false,
+        temporary,
     }
 }
 
@@ -827,8 +979,18 @@ fn conn_info(claims: &Claims) -> Option<Bytes> {
         .map(Bytes::from)
 }
 
-/// A random client id in UUID v4 form, as Centrifugo's.
-fn new_client_id() -> String {
+/// The push inside a `{"push":…}` message, as unidirectional transports send it.
+/// Every push the JSON codec encodes has exactly that envelope; anything else is
+/// returned unchanged.
+fn bare_push(message: &[u8]) -> &[u8] {
+    message
+        .strip_prefix(b"{\"push\":")
+        .and_then(|inner| inner.strip_suffix(b"}"))
+        .unwrap_or(message)
+}
+
+/// A random client (or session) id in UUID v4 form, as Centrifugo's.
+pub(crate) fn new_client_id() -> String {
     let bytes: [u8; 16] = rand::random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!(

@@ -17,8 +17,9 @@ use crate::metrics::HttpVersion;
 use crate::prefixed::Prefixed;
 use crate::routes::Context;
 use crate::sse::SseStream;
-use crate::ws;
+use crate::{uni, ws};
 use herald_protocol::ErrorCode;
+use herald_protocol::centrifuge::ConnectRequest;
 
 /// Largest request head accepted on the lean path.
 const MAX_HEAD: usize = 16 * 1024;
@@ -38,6 +39,9 @@ where
     match Box::pin(begin(io, &ctx, peer)).await {
         Some(Opened::Sse(io, stream)) => stream_sse(io, &ctx, stream).await,
         Some(Opened::WebSocket(io)) => ws::serve(io, ctx, HttpVersion::Http1).await,
+        Some(Opened::UniWebSocket(io, connect)) => {
+            uni::serve_websocket(io, ctx, HttpVersion::Http1, connect).await
+        }
         None => {}
     }
 }
@@ -49,6 +53,9 @@ enum Opened<S> {
     /// A WebSocket whose `101` was written; the stream replays any bytes the client
     /// sent right after its request.
     WebSocket(Prefixed<S>),
+    /// A unidirectional WebSocket whose `101` was written, with the connect
+    /// request from its URL, if any.
+    UniWebSocket(Prefixed<S>, Option<ConnectRequest>),
 }
 
 /// Reads the request head. SSE and WebSocket requests are opened and returned for
@@ -72,17 +79,38 @@ where
             let stream = start_sse(&mut io, ctx, parts).await?;
             Some(Opened::Sse(io, stream))
         }
-        Head::WebSocket(parts, rest) => match ws::switching_protocols(&parts.headers) {
-            Ok(head) => {
-                write(&mut io, ctx, Bytes::from(head)).await.ok()?;
-                Some(Opened::WebSocket(Prefixed::new(rest, io)))
+        Head::WebSocket(parts, rest) => {
+            let uni = parts.uri.path() == uni::WEBSOCKET_PATH;
+            let accepted = ws::switching_protocols(&parts.headers)
+                .map_err(|why| crate::http_util::Refusal::new(ErrorCode::BadRequest, why))
+                .and_then(|head| {
+                    let connect = match uni {
+                        true => uni::query_connect(parts.uri.query())?,
+                        false => None,
+                    };
+                    Ok((head, connect))
+                });
+            match accepted {
+                Ok((head, connect)) => {
+                    write(&mut io, ctx, Bytes::from(head)).await.ok()?;
+                    let io = Prefixed::new(rest, io);
+                    Some(match uni {
+                        true => Opened::UniWebSocket(io, connect),
+                        false => Opened::WebSocket(io),
+                    })
+                }
+                Err(refusal) => {
+                    let mut response = refusal.into_response();
+                    add_cors(
+                        &ctx.config.allowed_origins,
+                        &parts.headers,
+                        response.headers_mut(),
+                    );
+                    let _ = write_response(&mut io, response).await;
+                    None
+                }
             }
-            Err(why) => {
-                let refusal = crate::http_util::Refusal::new(ErrorCode::BadRequest, why);
-                let _ = write_response(&mut io, refusal.into_response()).await;
-                None
-            }
-        },
+        }
         Head::Other(buffered) => {
             let prefixed = Prefixed::new(buffered, io);
             Box::pin(crate::listener::serve_hyper(prefixed, ctx.clone(), peer)).await;
@@ -94,8 +122,8 @@ where
 enum Head {
     /// `GET /events`, parsed.
     Sse(http::request::Parts),
-    /// A WebSocket upgrade to `/connection/websocket`, parsed, and any bytes read
-    /// past the head.
+    /// A WebSocket upgrade to `/connection/websocket` or
+    /// `/connection/uni_websocket`, parsed, and any bytes read past the head.
     WebSocket(http::request::Parts, Vec<u8>),
     /// Anything else: the bytes read so far, for hyper.
     Other(Vec<u8>),
@@ -129,8 +157,8 @@ async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<Head, HeadError> 
         match request.parse(&buffer) {
             Ok(httparse::Status::Complete(head_len)) => {
                 let path = request.path.and_then(|p| p.split('?').next());
-                let lean =
-                    request.method == Some("GET") && matches!(path, Some("/events" | ws::PATH));
+                let lean = request.method == Some("GET")
+                    && matches!(path, Some("/events" | ws::PATH | uni::WEBSOCKET_PATH));
                 // Let hyper serve other requests, and produce the error for heads
                 // `http` refuses.
                 let Some(parts) = lean.then(|| to_parts(&request)).flatten() else {

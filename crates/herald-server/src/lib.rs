@@ -9,6 +9,7 @@
 mod api;
 mod client;
 mod config;
+mod emulation;
 mod http_util;
 mod lean;
 mod listener;
@@ -17,6 +18,7 @@ mod prefixed;
 mod routes;
 mod sse;
 mod tls;
+mod uni;
 mod ws;
 
 pub use config::{ServerConfig, TlsPaths};

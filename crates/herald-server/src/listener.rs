@@ -82,6 +82,7 @@ impl Server {
             shutdown: shutdown_rx,
             started: Instant::now(),
             uid: format!("{:016x}", rand::random::<u64>()),
+            emulation: Default::default(),
         });
         Ok(Server {
             ctx,

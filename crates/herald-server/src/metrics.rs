@@ -13,6 +13,16 @@ pub enum Transport {
     Sse,
     /// WebSocket with the Centrifuge protocol (`/connection/websocket`).
     WebSocket,
+    /// HTTP streaming with bidirectional emulation (`/connection/http_stream`).
+    HttpStream,
+    /// SSE with bidirectional emulation (`/connection/sse`).
+    SseEmulation,
+    /// Unidirectional WebSocket (`/connection/uni_websocket`).
+    UniWebSocket,
+    /// Unidirectional SSE (`/connection/uni_sse`).
+    UniSse,
+    /// Unidirectional HTTP streaming (`/connection/uni_http_stream`).
+    UniHttpStream,
 }
 
 impl EncodeLabelValue for Transport {
@@ -21,6 +31,11 @@ impl EncodeLabelValue for Transport {
         encoder.write_str(match self {
             Transport::Sse => "sse",
             Transport::WebSocket => "websocket",
+            Transport::HttpStream => "http_stream",
+            Transport::SseEmulation => "sse_emulation",
+            Transport::UniWebSocket => "uni_websocket",
+            Transport::UniSse => "uni_sse",
+            Transport::UniHttpStream => "uni_http_stream",
         })
     }
 }

@@ -14,9 +14,11 @@ use hyper::body::{Frame, Incoming};
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
+use crate::emulation::{self, Emulated};
 use crate::http_util::{self, Body, Refusal, error, full, result_response};
 use crate::listener::ConnectionAbort;
 use crate::metrics::{HttpVersion, Metrics};
+use crate::uni::{self, UniStream};
 use crate::{api, sse, ws};
 
 /// State shared by every connection.
@@ -28,8 +30,11 @@ pub struct Context {
     /// Flips to `true` when the server starts draining.
     pub shutdown: watch::Receiver<bool>,
     pub started: Instant,
-    /// Unique id of this process, for `info`.
+    /// Unique id of this process, for `info`; also the `node` of emulation
+    /// sessions.
     pub uid: String,
+    /// Open bidirectional-emulation sessions, for `POST /emulation`.
+    pub emulation: Arc<emulation::Sessions>,
 }
 
 impl Context {
@@ -58,7 +63,7 @@ impl Identity {
 }
 
 /// Reads and verifies the client's token, if it presented one.
-pub fn identify(
+pub async fn identify(
     ctx: &Context,
     headers: &http::HeaderMap,
     query: Option<&str>,
@@ -67,9 +72,10 @@ pub fn identify(
     else {
         return Ok(Identity::Anonymous);
     };
-    match ctx.tokens.verify(&token) {
+    match ctx.tokens.verify_async(&token).await {
         Ok(claims) => Ok(Identity::User(claims)),
         Err(e) if e.is_expired() => Err(Refusal::new(ErrorCode::TokenExpired, e.to_string())),
+        Err(e) if e.is_temporary() => Err(Refusal::new(ErrorCode::NotAvailable, e.to_string())),
         Err(e) => Err(Refusal::new(ErrorCode::Unauthorized, e.to_string())),
     }
 }
@@ -130,17 +136,56 @@ async fn route(
     let path = request.uri().path().to_owned();
     match (request.method(), path.as_str()) {
         (&Method::GET, "/events") => {
-            let version = match request.version() {
-                http::Version::HTTP_2 => HttpVersion::Http2,
-                _ => HttpVersion::Http1,
-            };
+            let version = emulation::http_version(&request);
             let (parts, _) = request.into_parts();
             match sse::SseStream::open(ctx, &parts, version).await {
-                Ok(stream) => streaming_response(ctx, stream, abort),
+                Ok(stream) => {
+                    let headers = stream.response_headers();
+                    streaming_response(ctx, headers, stream, abort)
+                }
                 Err(refusal) => refusal.into_response(),
             }
         }
-        (&Method::GET | &Method::CONNECT, ws::PATH) => websocket_upgrade(ctx, request),
+        (&Method::GET | &Method::CONNECT, ws::PATH) => {
+            websocket_upgrade(ctx, request, WebSocketKind::Bidirectional)
+        }
+        (&Method::GET | &Method::CONNECT, uni::WEBSOCKET_PATH) => {
+            match uni::query_connect(request.uri().query()) {
+                Ok(connect) => websocket_upgrade(ctx, request, WebSocketKind::Uni(connect)),
+                Err(refusal) => refusal.into_response(),
+            }
+        }
+        (&Method::POST, emulation::HTTP_STREAM_PATH) => {
+            emulation::open(ctx, request, Emulated::HttpStream, abort).await
+        }
+        (&Method::GET | &Method::POST, emulation::SSE_PATH) => {
+            emulation::open(ctx, request, Emulated::Sse, abort).await
+        }
+        (&Method::POST, emulation::EMULATION_PATH) => emulation::post(ctx, request).await,
+        (&Method::GET | &Method::POST, uni::SSE_PATH) => {
+            uni::open(ctx, request, UniStream::Sse, abort).await
+        }
+        (&Method::POST, uni::HTTP_STREAM_PATH) => {
+            uni::open(ctx, request, UniStream::HttpStream, abort).await
+        }
+        (
+            _,
+            emulation::HTTP_STREAM_PATH
+            | emulation::SSE_PATH
+            | emulation::EMULATION_PATH
+            | uni::SSE_PATH
+            | uni::HTTP_STREAM_PATH,
+        ) => http_util::error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::BadRequest.reply(format!(
+                "{path} takes {}",
+                if matches!(path.as_str(), emulation::SSE_PATH | uni::SSE_PATH) {
+                    "GET or POST"
+                } else {
+                    "POST"
+                }
+            )),
+        ),
         (&Method::POST, "/publish") => client_publish(ctx, request).await,
         (&Method::OPTIONS, _) => {
             http_util::preflight(&ctx.config.allowed_origins, request.headers())
@@ -177,10 +222,23 @@ async fn route(
     }
 }
 
+/// Which protocol a WebSocket speaks.
+enum WebSocketKind {
+    /// The Centrifuge protocol both ways (`/connection/websocket`).
+    Bidirectional,
+    /// The unidirectional protocol, with the connect request from the URL if it
+    /// had one (`/connection/uni_websocket`).
+    Uni(Option<herald_protocol::centrifuge::ConnectRequest>),
+}
+
 /// Accepts a WebSocket through hyper: an HTTP/1.1 `Upgrade` on a keep-alive
 /// connection (`101`), or an HTTP/2 extended CONNECT with `:protocol websocket`
 /// (RFC 8441; answered `200` with an empty body, as Chrome requires).
-fn websocket_upgrade(ctx: &Arc<Context>, mut request: Request<Incoming>) -> Response<Body> {
+fn websocket_upgrade(
+    ctx: &Arc<Context>,
+    mut request: Request<Incoming>,
+    kind: WebSocketKind,
+) -> Response<Body> {
     let h2 = request.version() == http::Version::HTTP_2;
     let mut response = Response::new(full(Bytes::new()));
     if h2 {
@@ -225,26 +283,54 @@ fn websocket_upgrade(ctx: &Arc<Context>, mut request: Request<Incoming>) -> Resp
     };
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(upgraded) => ws::serve(hyper_util::rt::TokioIo::new(upgraded), ctx, version).await,
+            Ok(upgraded) => {
+                let io = hyper_util::rt::TokioIo::new(upgraded);
+                match kind {
+                    WebSocketKind::Bidirectional => ws::serve(io, ctx, version).await,
+                    WebSocketKind::Uni(connect) => {
+                        uni::serve_websocket(io, ctx, version, connect).await
+                    }
+                }
+            }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
     response
 }
 
-/// Serves an SSE stream as a streaming body through hyper.
+/// A response body produced chunk by chunk (an SSE stream, an emulation or
+/// unidirectional session), driven by [`streaming_response`].
+pub trait ChunkSource: Send + 'static {
+    /// The next bytes to write; `None` ends the body.
+    fn next_chunk(&mut self) -> impl Future<Output = Option<Bytes>> + Send;
+}
+
+impl ChunkSource for sse::SseStream {
+    fn next_chunk(&mut self) -> impl Future<Output = Option<Bytes>> + Send {
+        sse::SseStream::next_chunk(self)
+    }
+}
+
+impl ChunkSource for emulation::SessionStream {
+    fn next_chunk(&mut self) -> impl Future<Output = Option<Bytes>> + Send {
+        emulation::SessionStream::next_chunk(self)
+    }
+}
+
+/// Serves a stream (SSE, emulation, unidirectional) as a streaming body through
+/// hyper, with `headers`.
 ///
 /// hyper polls a body only when it can send (socket writable, HTTP/2 window open),
 /// so a client that stops reading would leave the stream unpolled: its outbox
 /// overflow and its heartbeats would go unnoticed. A small pump task therefore
 /// drives the stream and hands chunks over a one-slot channel; when a chunk waits
 /// longer than the write timeout, the pump drops the connection.
-fn streaming_response(
+pub fn streaming_response(
     ctx: &Arc<Context>,
-    mut stream: sse::SseStream,
+    headers: http::HeaderMap,
+    mut stream: impl ChunkSource,
     abort: ConnectionAbort,
 ) -> Response<Body> {
-    let headers = stream.response_headers();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
     let ctx = ctx.clone();
     tokio::spawn(async move {
@@ -329,7 +415,7 @@ async fn try_client_publish(
                 "the channel query parameter is required",
             )
         })?;
-    let identity = identify(ctx, &parts.headers, query)?;
+    let identity = identify(ctx, &parts.headers, query).await?;
     let options = authorize_read(ctx, &identity, &channel)?;
     if !options.allow_publish {
         return Err(Refusal::new(

@@ -68,7 +68,7 @@ impl SseStream {
                 ),
             ));
         }
-        let identity = identify(ctx, &request.headers, query)?;
+        let identity = identify(ctx, &request.headers, query).await?;
         for channel in &channels {
             authorize_read(ctx, &identity, channel)?;
         }

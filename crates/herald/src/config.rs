@@ -51,6 +51,16 @@ pub struct Cli {
     /// PEM file of the RSA or EC public key verifying RS256/384/512 or ES256/384 tokens.
     #[arg(long, env = "HERALD_TOKEN_PUBLIC_KEY")]
     pub token_public_key: Option<PathBuf>,
+    /// URL (http:// or https://) of a JWKS document whose keys verify RS256/384/512 and
+    /// ES256/384 tokens by their `kid`; keys are cached per issuer and key id.
+    #[arg(long, env = "HERALD_TOKEN_JWKS_URL")]
+    pub token_jwks_url: Option<String>,
+    /// Tokens must carry this `iss` claim.
+    #[arg(long, env = "HERALD_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+    /// Tokens must carry this `aud` claim (alone or in a list).
+    #[arg(long, env = "HERALD_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
     /// Restrict accepted token algorithms, comma-separated (e.g. HS256,RS256).
     #[arg(long, env = "HERALD_TOKEN_ALGORITHMS", value_delimiter = ',')]
     pub token_algorithms: Option<Vec<String>>,
@@ -228,6 +238,9 @@ struct FileTls {
 struct FileToken {
     hmac_secret: Option<String>,
     public_key: Option<PathBuf>,
+    jwks_url: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
     algorithms: Option<Vec<String>>,
     cookie: Option<String>,
 }
@@ -304,6 +317,22 @@ pub fn load(cli: &Cli) -> Result<Settings, String> {
             .filter(|s| !s.is_empty()),
         public_key_pem,
         algorithms: cli.token_algorithms.clone().or(file_token.algorithms),
+        jwks_url: cli
+            .token_jwks_url
+            .clone()
+            .or(file_token.jwks_url)
+            .filter(|s| !s.is_empty()),
+        issuer: cli
+            .token_issuer
+            .clone()
+            .or(file_token.issuer)
+            .filter(|s| !s.is_empty()),
+        audience: cli
+            .token_audience
+            .clone()
+            .or(file_token.audience)
+            .filter(|s| !s.is_empty()),
+        ..TokenConfig::default()
     };
     if let Some(cookie) = cli.token_cookie.clone().or(file_token.cookie) {
         server.token_cookie = cookie;

@@ -80,6 +80,7 @@ fn config(hmac: Option<&str>, pem: Option<&str>, algs: Option<&[&str]>) -> Token
         hmac_secret: hmac.map(str::to_owned),
         public_key_pem: pem.map(str::to_owned),
         algorithms: algs.map(|a| a.iter().map(|s| s.to_string()).collect()),
+        ..TokenConfig::default()
     }
 }
 
@@ -361,6 +362,102 @@ fn audience_is_not_required_and_does_not_block() {
             &json!({"sub": "x", "aud": aud}),
         );
         assert!(v.verify(&token).is_ok(), "{aud}");
+    }
+}
+
+#[test]
+fn configured_issuer_must_match() {
+    let v = TokenVerifier::new(&TokenConfig {
+        issuer: Some("https://id.example".into()),
+        ..config(Some("s"), Some(&rsa().public), None)
+    })
+    .unwrap();
+    let rsa_key = EncodingKey::from_rsa_pem(rsa().private.as_bytes()).unwrap();
+    for key in [
+        (Algorithm::HS256, hmac_key("s")),
+        (Algorithm::RS256, rsa_key),
+    ] {
+        let token = |claims: Value| sign(key.0, &key.1, &claims);
+        let got = v
+            .verify(&token(json!({"sub": "x", "iss": "https://id.example"})))
+            .unwrap();
+        assert_eq!(got.sub, "x");
+        for claims in [
+            json!({"sub": "x", "iss": "https://other.example"}),
+            json!({"sub": "x", "iss": "https://id.example/"}),
+            json!({"sub": "x"}),
+        ] {
+            let err = v.verify(&token(claims.clone())).unwrap_err();
+            assert_eq!(
+                err,
+                TokenError::WrongIssuer {
+                    expected: "https://id.example".into()
+                },
+                "{claims}"
+            );
+            assert!(err.to_string().contains("\"iss\""), "{err}");
+        }
+    }
+    // Without a configured issuer any `iss` verifies.
+    let open = verifier(Some("s"), None, None);
+    let token = sign(
+        Algorithm::HS256,
+        &hmac_key("s"),
+        &json!({"sub": "x", "iss": "anyone"}),
+    );
+    assert!(open.verify(&token).is_ok());
+}
+
+#[test]
+fn configured_audience_must_match() {
+    let v = TokenVerifier::new(&TokenConfig {
+        audience: Some("herald".into()),
+        ..config(Some("s"), None, None)
+    })
+    .unwrap();
+    let token = |claims: Value| sign(Algorithm::HS256, &hmac_key("s"), &claims);
+    for aud in [json!("herald"), json!(["other", "herald"])] {
+        assert!(
+            v.verify(&token(json!({"sub": "x", "aud": aud}))).is_ok(),
+            "{aud}"
+        );
+    }
+    for claims in [
+        json!({"sub": "x", "aud": "other"}),
+        json!({"sub": "x", "aud": ["a", "b"]}),
+        json!({"sub": "x", "aud": []}),
+        json!({"sub": "x"}),
+    ] {
+        let err = v.verify(&token(claims.clone())).unwrap_err();
+        assert_eq!(
+            err,
+            TokenError::WrongAudience {
+                expected: "herald".into()
+            },
+            "{claims}"
+        );
+        assert!(err.to_string().contains("\"aud\""), "{err}");
+    }
+    // A forged token still fails on its signature first.
+    let forged = sign(
+        Algorithm::HS256,
+        &hmac_key("wrong"),
+        &json!({"sub": "x", "aud": "herald"}),
+    );
+    assert_eq!(v.verify(&forged), Err(TokenError::BadSignature));
+}
+
+#[test]
+fn empty_issuer_or_audience_is_a_configuration_error() {
+    for (issuer, audience, claim) in [(Some(""), None, "issuer"), (None, Some(""), "audience")] {
+        let err = TokenVerifier::new(&TokenConfig {
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
+            ..config(Some("s"), None, None)
+        })
+        .unwrap_err();
+        assert_eq!(err, ConfigError::EmptyClaimValue { claim });
+        assert!(err.to_string().contains(claim), "{err}");
     }
 }
 

@@ -56,6 +56,26 @@ pub struct Publication {
     pub tags: BTreeMap<String, String>,
 }
 
+impl From<&crate::ClientInfo> for ClientInfo {
+    /// The wire form of a client's identity; info bytes are JSON validated on entry
+    /// (anything else is left out).
+    fn from(info: &crate::ClientInfo) -> Self {
+        let raw = |bytes: &Option<bytes::Bytes>| {
+            bytes.as_ref().and_then(|b| {
+                String::from_utf8(b.to_vec())
+                    .ok()
+                    .and_then(|text| RawValue::from_string(text).ok())
+            })
+        };
+        ClientInfo {
+            user: info.user.to_string(),
+            client: info.client.to_string(),
+            conn_info: raw(&info.conn_info),
+            chan_info: raw(&info.chan_info),
+        }
+    }
+}
+
 impl TryFrom<&crate::Publication> for Publication {
     type Error = super::EncodeError;
 
@@ -68,7 +88,7 @@ impl TryFrom<&crate::Publication> for Publication {
         let data = RawValue::from_string(text).map_err(|_| super::EncodeError::InvalidJson)?;
         Ok(Publication {
             data: Some(data),
-            info: None,
+            info: publication.info.as_deref().map(ClientInfo::from),
             offset: publication.offset,
             tags: BTreeMap::new(),
         })
@@ -335,6 +355,7 @@ mod tests {
         let binary = crate::Publication {
             offset: 1,
             data: Payload::Binary(bytes::Bytes::from_static(b"\0")),
+            info: None,
         };
         assert_eq!(
             Publication::try_from(&binary).unwrap_err(),
@@ -343,6 +364,7 @@ mod tests {
         let json = crate::Publication {
             offset: 2,
             data: Payload::json(b"[1, 2]").unwrap(),
+            info: None,
         };
         let converted = Publication::try_from(&json).unwrap();
         assert_eq!(converted.data.unwrap().get(), "[1, 2]");

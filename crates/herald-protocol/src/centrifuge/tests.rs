@@ -532,6 +532,7 @@ fn shared_publication_push_matches_the_general_encoder() {
     let publication = crate::Publication {
         offset: 17,
         data: Payload::json(b"{\"text\":\n\"a\\nb\"}").unwrap(),
+        info: None,
     };
     let shared = Codec::Json
         .encode_publication_push("chat:room \"1\"", &publication, None)
@@ -557,6 +558,7 @@ fn shared_publication_push_matches_the_general_encoder() {
     let first = crate::Publication {
         offset: 0,
         data: Payload::json(b"1").unwrap(),
+        info: None,
     };
     let shared = Codec::Json
         .encode_publication_push("news", &first, Some(&info))
@@ -579,6 +581,7 @@ fn shared_publication_push_matches_the_general_encoder() {
     let binary = crate::Publication {
         offset: 1,
         data: Payload::Binary(Bytes::from_static(b"\x00\x01")),
+        info: None,
     };
     assert_eq!(
         Codec::Json.encode_publication_push("news", &binary, None),
@@ -592,6 +595,7 @@ fn a_frame_concatenates_messages_with_newlines() {
     let publication = crate::Publication {
         offset: 1,
         data: Payload::json(b"{\"n\":1}").unwrap(),
+        info: None,
     };
     let shared = codec
         .encode_publication_push("news", &publication, None)

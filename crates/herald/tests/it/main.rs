@@ -1,6 +1,7 @@
 //! End-to-end tests of the `herald` binary: each test starts the real server on a
 //! free loopback port and talks to it the way users do — `EventSource`-style SSE
-//! streams, the server HTTP API, signals — over HTTP/1.1, h2c and h2 over TLS.
+//! streams, WebSockets speaking the Centrifuge protocol, the server HTTP API,
+//! signals — over HTTP/1.1, h2c and h2 over TLS.
 //!
 //! One test binary (faster to link on few cores); the harness lives in `util`.
 
@@ -34,6 +35,7 @@ mod util;
 
 mod api;
 mod auth;
+mod emulation;
 mod history;
 mod metrics;
 mod pubsub;
@@ -41,3 +43,5 @@ mod resume;
 mod shutdown;
 mod slow;
 mod tls_reload;
+mod uni;
+mod ws;

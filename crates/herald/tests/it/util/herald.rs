@@ -139,6 +139,17 @@ impl Herald {
         self.addr
     }
 
+    /// The protocol path this server was started for.
+    pub fn proto(&self) -> Proto {
+        self.proto
+    }
+
+    /// A TLS client configuration trusting this server's certificate and offering
+    /// `alpn`; `None` when the server speaks plain TCP.
+    pub fn tls_config(&self, alpn: &[&[u8]]) -> Option<rustls::ClientConfig> {
+        self.ca.as_ref().map(|ca| ca.client_config(alpn))
+    }
+
     /// The absolute URL of `path` (which may carry a query).
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

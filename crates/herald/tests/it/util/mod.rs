@@ -1,14 +1,17 @@
 //! The test harness: a real `herald` process ([`Herald`]), HTTP clients for each
-//! protocol path ([`Proto`]), an SSE reader ([`EventStream`]) and test certificates.
+//! protocol path ([`Proto`]), an SSE reader ([`EventStream`]), a Centrifuge
+//! WebSocket client ([`Ws`]) and test certificates.
 
 mod herald;
 mod sse;
 pub mod tls;
+pub mod ws;
 
 use std::time::Duration;
 
 pub use herald::{API_KEY, Herald};
 pub use sse::EventStream;
+pub use ws::Ws;
 
 /// How long a test waits for something that should happen promptly (an event, a
 /// reply). Generous: these are correctness tests, never timing assertions.

@@ -1,0 +1,240 @@
+//! Unidirectional transports for clients with no SDK, as Centrifugo's: the client
+//! sends one bare connect request (`{"token":…,"subs":…}`, no command envelope)
+//! and then only receives bare push objects — first `{"connect":{…}}` with the
+//! connect result, then `{"channel":…,"pub":{…}}`, joins, leaves, server-side
+//! subscribes and unsubscribes — with `{}` as a ping every ping interval (no
+//! answer expected). Before the server closes it sends `{"disconnect":{…}}`.
+//!
+//! - `/connection/uni_websocket`: the connect request is the first text message
+//!   (or the `cf_connect` query parameter); one push per WebSocket message; the
+//!   close frame repeats the disconnect code. Later client messages are ignored.
+//! - `/connection/uni_sse`: `GET` with the connect request as JSON in `cf_connect`
+//!   (none: an empty request), or `POST` with it as the body; one `data:` event
+//!   per push.
+//! - `/connection/uni_http_stream`: `POST` with the connect request as the body;
+//!   one push per line.
+//!
+//! A refused connect (bad token, …) opens the stream and closes it with the
+//! `disconnect` push: a malformed connect request is answered `400` instead.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use herald_protocol::ErrorCode;
+use herald_protocol::centrifuge::{ConnectRequest, DisconnectCode};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_websockets::{CloseCode, Limits, Message, ServerBuilder, WebSocketStream};
+
+use crate::client::{ClientSession, Disconnect, Mode, Output};
+use crate::emulation::{self, CONNECT_PARAM, Framing, SessionStream};
+use crate::http_util::{self, Body, Refusal};
+use crate::listener::ConnectionAbort;
+use crate::metrics::{HttpVersion, Transport};
+use crate::routes::{self, Context};
+
+/// Path of the unidirectional WebSocket.
+pub const WEBSOCKET_PATH: &str = "/connection/uni_websocket";
+/// Path of the unidirectional SSE stream.
+pub const SSE_PATH: &str = "/connection/uni_sse";
+/// Path of the unidirectional HTTP stream.
+pub const HTTP_STREAM_PATH: &str = "/connection/uni_http_stream";
+
+/// A unidirectional HTTP stream's transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniStream {
+    /// `/connection/uni_sse`.
+    Sse,
+    /// `/connection/uni_http_stream`.
+    HttpStream,
+}
+
+/// Opens a unidirectional stream (`uni_sse`, `uni_http_stream`).
+pub async fn open(
+    ctx: &Arc<Context>,
+    request: Request<Incoming>,
+    kind: UniStream,
+    abort: ConnectionAbort,
+) -> Response<Body> {
+    let version = emulation::http_version(&request);
+    let connect = match connect_request(ctx, request).await {
+        Ok(connect) => connect,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let (transport, framing) = match kind {
+        UniStream::Sse => (Transport::UniSse, Framing::Sse),
+        UniStream::HttpStream => (Transport::UniHttpStream, Framing::Lines),
+    };
+    let mut session = new_session(ctx, transport, version);
+    let opening = session.connect_unidirectional(connect).await;
+    let stream = SessionStream::new(session, framing, opening);
+    routes::streaming_response(ctx, framing.response_headers(), stream, abort)
+}
+
+/// The connect request of a stream: the `POST` body, or `cf_connect` of a `GET`.
+async fn connect_request(
+    ctx: &Context,
+    request: Request<Incoming>,
+) -> Result<ConnectRequest, Refusal> {
+    if ctx.draining() {
+        return Err(Refusal::new(
+            ErrorCode::NotAvailable,
+            "server is shutting down; reconnect",
+        ));
+    }
+    emulation::refuse_protobuf(request.headers())?;
+    if request.method() == Method::GET {
+        return query_connect(request.uri().query()).map(Option::unwrap_or_default);
+    }
+    let body =
+        emulation::read_limited(ctx, request.into_body(), ctx.config.max_message_bytes).await?;
+    parse_connect(&body)
+}
+
+/// The connect request in the `cf_connect` query parameter, if there is one.
+pub fn query_connect(query: Option<&str>) -> Result<Option<ConnectRequest>, Refusal> {
+    http_util::query_values(query, CONNECT_PARAM)
+        .next()
+        .map(|json| parse_connect(json.as_bytes()))
+        .transpose()
+}
+
+/// Parses a bare connect request (`{}` and an empty body mean no token, no data).
+pub fn parse_connect(json: &[u8]) -> Result<ConnectRequest, Refusal> {
+    if json.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ConnectRequest::default());
+    }
+    serde_json::from_slice(json).map_err(|e| {
+        Refusal::new(
+            ErrorCode::BadRequest,
+            format!("the connect request is not a JSON connect object: {e}"),
+        )
+    })
+}
+
+fn new_session(ctx: &Arc<Context>, transport: Transport, version: HttpVersion) -> ClientSession {
+    let session = Arc::from(crate::client::new_client_id());
+    ClientSession::with_mode(
+        ctx.clone(),
+        transport,
+        version,
+        Mode::Unidirectional { session },
+    )
+}
+
+/// Runs a unidirectional WebSocket on an established stream; `connect` is the
+/// request from the URL, if it had one (else the first message must be it).
+pub async fn serve_websocket<S>(
+    io: S,
+    ctx: Arc<Context>,
+    version: HttpVersion,
+    connect: Option<ConnectRequest>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = Limits::default().max_payload_len(Some(ctx.config.max_message_bytes));
+    let mut ws = ServerBuilder::new().limits(limits).serve(io);
+    let mut session = new_session(&ctx, Transport::UniWebSocket, version);
+    let mut connected = false;
+    if let Some(connect) = connect {
+        connected = true;
+        let output = session.connect_unidirectional(connect).await;
+        if !write(&mut ws, &session, output).await {
+            return;
+        }
+    }
+    loop {
+        let output = tokio::select! {
+            message = ws.next() => match message {
+                Some(Ok(message)) if message.is_close() => return,
+                Some(Ok(message)) if !connected && (message.is_text() || message.is_binary()) => {
+                    connected = true;
+                    match parse_connect(message.as_payload()) {
+                        Ok(connect) => session.connect_unidirectional(connect).await,
+                        Err(refusal) => {
+                            tracing::debug!(detail = %refusal.detail, "malformed uni connect request");
+                            Output {
+                                frame: None,
+                                close: Some(Disconnect {
+                                    code: DisconnectCode::BadRequest.code(),
+                                    reason: DisconnectCode::BadRequest.reason().to_owned(),
+                                }),
+                            }
+                        }
+                    }
+                }
+                // One way: anything after the connect request is ignored, as
+                // Centrifugo does; pings and pongs are answered by the codec.
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "uni websocket protocol error");
+                    if let tokio_websockets::Error::PayloadTooLong { .. } = e {
+                        let _ = ws.send(Message::close(Some(CloseCode::MESSAGE_TOO_BIG), "message too big")).await;
+                    }
+                    let _ = tokio::time::timeout(session.write_timeout(), ws.flush()).await;
+                    return;
+                }
+                None => return,
+            },
+            output = session.next_output() => output,
+        };
+        if !write(&mut ws, &session, output).await {
+            return;
+        }
+    }
+}
+
+/// Writes a session output, one WebSocket message per push; a close sends the
+/// `disconnect` push, then the close frame. `false` once the connection is done.
+async fn write<S>(ws: &mut WebSocketStream<S>, session: &ClientSession, output: Output) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let sent = async {
+        let disconnect = output
+            .close
+            .as_ref()
+            .map(|close| session.disconnect_message(close));
+        for frame in output.frame.iter().chain(disconnect.as_ref()) {
+            for message in frame.split(|b| *b == b'\n').filter(|m| !m.is_empty()) {
+                ws.feed(Message::text(Bytes::copy_from_slice(message)))
+                    .await?;
+            }
+        }
+        if let Some(Disconnect { code, reason }) = &output.close {
+            let code = CloseCode::try_from(*code).unwrap_or(CloseCode::POLICY_VIOLATION);
+            let mut end = reason.len().min(123);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            ws.feed(Message::close(Some(code), &reason[..end])).await?;
+        }
+        ws.flush().await
+    };
+    match tokio::time::timeout(session.write_timeout(), sent).await {
+        Ok(Ok(())) => output.close.is_none(),
+        Ok(Err(_)) => false,
+        Err(_) => {
+            session.count_disconnect("write_timeout");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_requests_parse_from_json_or_nothing() {
+        assert!(parse_connect(b"").unwrap().token.is_empty());
+        assert_eq!(parse_connect(br#"{"token":"t"}"#).unwrap().token, "t");
+        assert!(parse_connect(b"[1]").is_err());
+        assert!(parse_connect(b"{").is_err());
+        let query = Some("cf_connect=%7B%22token%22%3A%22abc%22%7D");
+        assert_eq!(query_connect(query).unwrap().unwrap().token, "abc");
+        assert!(query_connect(Some("x=1")).unwrap().is_none());
+    }
+}

@@ -1,0 +1,150 @@
+//! Unidirectional transports for clients with no SDK (Centrifugo's uni protocol):
+//! one bare connect request, then bare pushes only — `{"connect":{…}}` first, then
+//! publications of the token's channels — with `{}` as the ping.
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_websockets::{ClientBuilder, Message};
+
+use crate::emulation::{Lines, start, token, url_encode};
+use crate::util::{PROMPTLY, Proto};
+
+over_every_protocol!(
+    uni_http_stream_receives_connect_push_and_publications,
+    uni_sse_receives_connect_push_and_publications,
+    uni_streams_refuse_malformed_connect_requests,
+);
+
+/// Checks the `connect` push of a uni connection with server-side channel `news`.
+fn check_connect_push(push: &Value) {
+    let connect = &push["connect"];
+    assert!(
+        connect["client"].as_str().is_some_and(|c| !c.is_empty()),
+        "the first message is the connect push: {push}"
+    );
+    assert!(connect["subs"]["news"].is_object(), "{push}");
+    assert!(
+        connect["pong"].is_null(),
+        "uni clients never answer pings: {push}"
+    );
+    assert!(
+        push.get("push").is_none() && push.get("id").is_none(),
+        "{push}"
+    );
+}
+
+/// Checks a bare publication push.
+fn check_publication(push: &Value, n: u64) {
+    assert_eq!(push["channel"], "news", "{push}");
+    assert_eq!(push["pub"]["data"], json!({"n": n}), "{push}");
+    assert_eq!(push["pub"]["offset"], n, "{push}");
+}
+
+async fn uni_http_stream_receives_connect_push_and_publications(proto: Proto) {
+    let herald = start(proto).await;
+    let body = json!({"token": token("carol", &["news"])}).to_string();
+    let response = herald
+        .client()
+        .post(herald.url("/connection/uni_http_stream"))
+        .body(body)
+        .send()
+        .await
+        .expect("POST /connection/uni_http_stream");
+    assert_eq!(response.version(), proto.version());
+    let mut stream = Lines::new(response, "uni_http_stream").await;
+    check_connect_push(&stream.next().await);
+    herald.publish("news", json!({"n": 1})).await;
+    check_publication(&stream.next().await, 1);
+    herald.publish("news", json!({"n": 2})).await;
+    check_publication(&stream.next().await, 2);
+}
+
+async fn uni_sse_receives_connect_push_and_publications(proto: Proto) {
+    let herald = start(proto).await;
+    let connect = json!({"token": token("dave", &["news"])}).to_string();
+    let url = herald.url(&format!(
+        "/connection/uni_sse?cf_connect={}",
+        url_encode(&connect)
+    ));
+    let mut stream = herald
+        .open(herald.client().get(url), "GET /connection/uni_sse")
+        .await;
+    let mut next = async || loop {
+        let event = stream.next_event(PROMPTLY).await;
+        let message = event.json();
+        if message != json!({}) {
+            return message;
+        }
+    };
+    check_connect_push(&next().await);
+    herald.publish("news", json!({"n": 1})).await;
+    check_publication(&next().await, 1);
+}
+
+async fn uni_streams_refuse_malformed_connect_requests(proto: Proto) {
+    let herald = start(proto).await;
+    let (status, reply) = herald
+        .json_reply(
+            herald
+                .client()
+                .post(herald.url("/connection/uni_http_stream"))
+                .body("{not json"),
+            "POST /connection/uni_http_stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    let (status, reply) = herald
+        .json_reply(
+            herald
+                .client()
+                .get(herald.url("/connection/uni_sse?cf_connect=%5B")),
+            "GET /connection/uni_sse",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+
+    // A token the server cannot verify: the stream opens and says why it closes.
+    let response = herald
+        .client()
+        .post(herald.url("/connection/uni_http_stream"))
+        .body(r#"{"token":"not-a-jwt"}"#)
+        .send()
+        .await
+        .expect("POST /connection/uni_http_stream");
+    let mut stream = Lines::new(response, "uni_http_stream").await;
+    let push = stream.next().await;
+    assert_eq!(push["disconnect"]["code"], 3500, "{push}");
+}
+
+/// A uni WebSocket (HTTP/1.1 upgrade on plain TCP): the connect request as the
+/// first message, then pushes, one per message.
+#[tokio::test]
+async fn uni_websocket_receives_connect_push_and_publications() {
+    let herald = start(Proto::Http1).await;
+    let uri = format!("ws://{}/connection/uni_websocket", herald.addr());
+    let (mut ws, _) = ClientBuilder::new()
+        .uri(&uri)
+        .expect("a valid URI")
+        .connect()
+        .await
+        .expect("connect the uni websocket");
+    let connect = json!({"token": token("erin", &["news"])}).to_string();
+    ws.send(Message::text(connect)).await.expect("send connect");
+    let mut next = async || loop {
+        let message = tokio::time::timeout(PROMPTLY, ws.next())
+            .await
+            .expect("a message in time")
+            .expect("the socket is open")
+            .expect("a valid frame");
+        if let Some(text) = message.as_text() {
+            let value: Value = serde_json::from_str(text).expect("JSON");
+            if value != json!({}) {
+                return value;
+            }
+        }
+    };
+    check_connect_push(&next().await);
+    herald.publish("news", json!({"n": 1})).await;
+    check_publication(&next().await, 1);
+}
