@@ -701,6 +701,8 @@ impl ClientSession {
         if let Err(e) = self.ctx.node.join(&channel, &info).await {
             tracing::warn!(%channel, error = %e, "join failed");
         }
+        // Most connections hold one or two subscriptions: grow one at a time.
+        self.subscriptions.reserve_exact(1);
         self.subscriptions.push(Subscription {
             slot,
             channel,

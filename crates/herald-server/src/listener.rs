@@ -196,7 +196,11 @@ async fn serve_tls(socket: TcpStream, acceptor: TlsAcceptor, ctx: Arc<Context>, 
         }
         Err(_) => return,
     };
-    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    // Boxed once: the 1.2 KB TLS stream would otherwise be copied into every
+    // state of the connection's futures.
+    let stream = Box::new(stream);
+    if h2 {
         Box::pin(serve_hyper(stream, ctx, peer)).await
     } else {
         lean::serve(stream, ctx, peer).await

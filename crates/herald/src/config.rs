@@ -77,6 +77,10 @@ pub struct Cli {
     /// Interval of server pings on client protocol connections [default: 25s].
     #[arg(long, env = "HERALD_CLIENT_PING_INTERVAL", value_parser = duration::parse)]
     pub client_ping_interval: Option<Duration>,
+    /// How long a new client protocol connection may take to send `connect`
+    /// before it is closed with 3502 [default: 10s].
+    #[arg(long, env = "HERALD_CLIENT_CONNECT_TIMEOUT", value_parser = duration::parse)]
+    pub client_connect_timeout: Option<Duration>,
     /// How long a client may take to answer a ping [default: 8s].
     #[arg(long, env = "HERALD_CLIENT_PONG_TIMEOUT", value_parser = duration::parse)]
     pub client_pong_timeout: Option<Duration>,
@@ -180,6 +184,7 @@ struct FileConfig {
     allow_anonymous_connect: Option<bool>,
     client_ping_interval: Option<String>,
     client_pong_timeout: Option<String>,
+    client_connect_timeout: Option<String>,
     max_message_bytes: Option<usize>,
     presence: Option<bool>,
     join_leave: Option<bool>,
@@ -369,6 +374,12 @@ pub fn load(cli: &Cli) -> Result<Settings, String> {
         .or(file_duration(&file.client_pong_timeout)?)
     {
         server.client_pong_timeout = timeout;
+    }
+    if let Some(timeout) = cli
+        .client_connect_timeout
+        .or(file_duration(&file.client_connect_timeout)?)
+    {
+        server.client_connect_timeout = timeout;
     }
     if let Some(bytes) = cli.max_message_bytes.or(file.max_message_bytes) {
         server.max_message_bytes = bytes;

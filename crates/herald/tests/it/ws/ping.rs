@@ -47,10 +47,10 @@ async fn clients_that_stop_answering_pings_are_closed(proto: Proto) {
 #[tokio::test]
 async fn connections_that_never_connect_are_closed() {
     let herald = Herald::builder(Proto::Http1)
-        .args(["--allow-anonymous-connect"])
+        .args(["--allow-anonymous-connect", "--client-connect-timeout", "1s"])
         .start()
         .await;
     let mut ws = Ws::open(&herald).await;
-    let (code, reason) = ws.expect_close_within(Duration::from_secs(15)).await;
+    let (code, reason) = ws.expect_close_within(Duration::from_secs(5)).await;
     assert_eq!(code, 3502, "stale: {reason:?}");
 }
