@@ -36,11 +36,13 @@ where
     // Everything before the stream loop is boxed and freed once done: a task's
     // future is as large as its largest state, and an idle stream should pay only
     // for the loop.
+    // The WebSocket loops are boxed too, so SSE streams do not pay for their
+    // (larger) futures; each transport's idle state is its own allocation.
     match Box::pin(begin(io, &ctx, peer)).await {
         Some(Opened::Sse(io, stream)) => stream_sse(io, &ctx, stream).await,
-        Some(Opened::WebSocket(io)) => ws::serve(io, ctx, HttpVersion::Http1).await,
+        Some(Opened::WebSocket(io)) => Box::pin(ws::serve(io, ctx, HttpVersion::Http1)).await,
         Some(Opened::UniWebSocket(io, connect)) => {
-            uni::serve_websocket(io, ctx, HttpVersion::Http1, connect).await
+            Box::pin(uni::serve_websocket(io, ctx, HttpVersion::Http1, connect)).await
         }
         None => {}
     }
