@@ -1,65 +1,31 @@
-// Shared helpers for the Node SDK tests: start the real herald binary on a free
-// loopback port with a TOML config, sign HS256 JWTs, call the server API, and
-// create real npm `centrifuge` clients for one transport (WebSocket through npm
-// `ws`, HTTP streaming through Node's fetch, SSE through npm `eventsource`).
+// Helpers for the Node SDK tests: start the real herald binary on a free
+// loopback port with the suite's API key, HMAC secret and TOML config, sign
+// HS256 JWTs with that secret, call the server API, and create real npm
+// `centrifuge` clients for one transport (WebSocket through npm `ws`, HTTP
+// streaming through Node's fetch, SSE through npm `eventsource`). The harness
+// itself is tests/support/herald.mjs, shared with the browser tests.
 //
 // Every client is tapped: the JSON frames it sends and receives are kept (see
 // tapFrames) so that a failing test can print the exact protocol exchange.
 
-import { spawn } from 'node:child_process';
-import { createHmac } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Centrifuge } from 'centrifuge';
 import { WebSocket } from 'ws';
 import { EventSource } from 'eventsource';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-export const REPO_ROOT = path.resolve(HERE, '..', '..', '..');
+import * as shared from '../../support/herald.mjs';
+
+export {
+  REPO_ROOT, freePort, heraldBin, request, tail,
+} from '../../support/herald.mjs';
 
 export const API_KEY = 'sdk-test-api-key';
 export const HMAC_SECRET = 'sdk-test-hmac-secret';
 
-/** Path of the herald binary under test: $HERALD_BIN, else target/release/herald. */
-export function heraldBin() {
-  const bin = process.env.HERALD_BIN
-    ? path.resolve(process.env.HERALD_BIN)
-    : path.join(REPO_ROOT, 'target', 'release', 'herald');
-  if (!existsSync(bin)) {
-    throw new Error(
-      `herald binary not found at ${bin}; build it with ` +
-        '`cargo build --release -p herald` or set HERALD_BIN',
-    );
-  }
-  return bin;
-}
-
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 /** Signs an HS256 JWT with `secret` (default: the suite's HMAC secret). */
 export function signJwt(claims, secret = HMAC_SECRET) {
-  const b64url = (s) => Buffer.from(s).toString('base64url');
-  const header = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const payload = b64url(JSON.stringify(claims));
-  const sig = createHmac('sha256', secret).update(`${header}.${payload}`).digest('base64url');
-  return `${header}.${payload}.${sig}`;
+  return shared.signJwt(claims, secret);
 }
 
 /** Seconds since the epoch. */
@@ -80,88 +46,17 @@ export function uniq() {
   return `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 7)}`;
 }
 
-/** One plain HTTP request. Resolves { status, headers, text, json }. */
-export function request(url, { method = 'GET', headers = {}, body, timeoutMs = 10_000 } = {}) {
-  const payload = body === undefined ? undefined
-    : typeof body === 'string' ? body : JSON.stringify(body);
-  const hdrs = { ...headers };
-  if (payload !== undefined) {
-    hdrs['content-length'] = Buffer.byteLength(payload);
-    if (!Object.keys(hdrs).some((h) => h.toLowerCase() === 'content-type')) {
-      hdrs['content-type'] = 'application/json';
-    }
-  }
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      url,
-      { method, headers: hdrs, agent: false, timeout: timeoutMs },
-      (res) => {
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let json;
-          try { json = JSON.parse(text); } catch { json = undefined; }
-          resolve({ status: res.statusCode, headers: res.headers, text, json });
-        });
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error(`${method} ${url} timed out after ${timeoutMs} ms`)));
-    req.on('error', reject);
-    if (payload !== undefined) req.write(payload);
-    req.end();
-  });
-}
-
 // A keep-alive agent for the server API: the recovery test publishes 1,000 times.
 const apiAgent = new http.Agent({ keepAlive: true, maxSockets: 4 });
 
-/** POST /api/<method> with the API key; returns the parsed answer or throws. */
+/** POST /api/<method> with the suite's API key; returns the parsed answer or throws. */
 export function api(herald, method, body) {
-  const payload = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      `${herald.baseUrl}/api/${method}`,
-      {
-        method: 'POST',
-        agent: apiAgent,
-        timeout: 10_000,
-        headers: {
-          'content-type': 'application/json',
-          'content-length': Buffer.byteLength(payload),
-          'x-api-key': API_KEY,
-        },
-      },
-      (res) => {
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let json;
-          try { json = JSON.parse(text); } catch { json = undefined; }
-          if (res.statusCode !== 200 || !json || json.error) {
-            reject(new Error(`POST /api/${method} ${payload} -> ${res.statusCode} ${text}`));
-          } else {
-            resolve(json);
-          }
-        });
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error(`POST /api/${method} timed out`)));
-    req.on('error', reject);
-    req.end(payload);
-  });
+  return shared.api(herald, method, body, API_KEY, { agent: apiAgent });
 }
 
 /** Publishes `data` to `channel` through the server API; returns { offset, epoch }. */
-export async function publish(herald, channel, data) {
-  const res = await api(herald, 'publish', { channel, data });
-  if (!res.result || typeof res.result.offset !== 'number') {
-    throw new Error(`publish to ${channel}: unexpected answer ${JSON.stringify(res)}`);
-  }
-  return res.result;
+export function publish(herald, channel, data) {
+  return shared.publish(herald, channel, data, API_KEY, { agent: apiAgent });
 }
 
 /**
@@ -197,101 +92,21 @@ history_ttl = "300s"
 `;
 
 /**
- * Starts herald with `--listen 127.0.0.1:PORT --api-key --token-hmac-secret
- * --config FILE` plus `args`, and waits until GET /healthz answers 200.
- * HERALD_* variables of the test's own environment are not passed on.
+ * Starts herald with `--listen 127.0.0.1:PORT --config FILE (config) --api-key
+ * --token-hmac-secret` plus `args`, and waits until GET /healthz answers 200.
+ * HERALD_* variables of the test's own environment are not passed on; herald
+ * gets NO_COLOR=1 and HERALD_LOG from the test's $HERALD_LOG (default info).
  *
  * Returns { port, baseUrl, wsUrl, cmdline, logs(), stop() }.
  */
-export async function startHerald({ config = SUITE_CONFIG, args = [], env = {}, readyTimeoutMs = 20_000 } = {}) {
-  const bin = heraldBin();
-  const port = await freePort();
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'herald-sdk-'));
-  const configPath = path.join(dir, 'herald.toml');
-  writeFileSync(configPath, config);
-  const baseUrl = `http://127.0.0.1:${port}`;
-  const childEnv = Object.fromEntries(
-    Object.entries(process.env).filter(([k]) => !k.startsWith('HERALD_')),
-  );
-  if (!childEnv.RUST_LOG) childEnv.RUST_LOG = 'info';
-  childEnv.NO_COLOR = '1';
-  if (!env.HERALD_LOG) childEnv.HERALD_LOG = process.env.HERALD_LOG || 'info';
-  Object.assign(childEnv, env);
-
-  const fullArgs = [
-    '--listen', `127.0.0.1:${port}`,
-    '--api-key', API_KEY,
-    '--token-hmac-secret', HMAC_SECRET,
-    '--config', configPath,
-    ...args,
-  ];
-  const proc = spawn(bin, fullArgs, { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const MAX = 512 * 1024;
-  const keep = (chunk) => {
-    output += chunk.toString('utf8');
-    if (output.length > MAX) output = output.slice(output.length - MAX);
-  };
-  proc.stdout.on('data', keep);
-  proc.stderr.on('data', keep);
-  let exited = null;
-  const exitPromise = new Promise((resolve) => {
-    proc.on('exit', (code, signal) => { exited = { code, signal }; resolve(exited); });
-    proc.on('error', (err) => { exited = { error: String(err) }; resolve(exited); });
+export function startHerald({ config = SUITE_CONFIG, args = [], env = {}, readyTimeoutMs = 20_000 } = {}) {
+  return shared.startHerald({
+    config,
+    args: ['--api-key', API_KEY, '--token-hmac-secret', HMAC_SECRET, ...args],
+    env: { NO_COLOR: '1', HERALD_LOG: process.env.HERALD_LOG || 'info', ...env },
+    readyTimeoutMs,
+    maxLogChars: 512 * 1024,
   });
-  const cmdline = [bin, ...fullArgs].join(' ');
-  const stop = async () => {
-    if (!exited) {
-      proc.kill('SIGTERM');
-      let timer;
-      const res = await Promise.race([
-        exitPromise,
-        new Promise((resolve) => { timer = setTimeout(() => resolve(null), 5_000); }),
-      ]);
-      clearTimeout(timer);
-      if (!res) {
-        proc.kill('SIGKILL');
-        await exitPromise;
-      }
-    }
-    rmSync(dir, { recursive: true, force: true });
-    return exited;
-  };
-
-  const deadline = Date.now() + readyTimeoutMs;
-  let lastErr = 'no answer yet';
-  for (;;) {
-    if (exited) {
-      rmSync(dir, { recursive: true, force: true });
-      throw new Error(
-        `herald exited before it was ready (${JSON.stringify(exited)})\n` +
-          `command: ${cmdline}\nconfig:\n${config}\n--- herald output ---\n${output}`,
-      );
-    }
-    try {
-      const res = await request(`${baseUrl}/healthz`, { timeoutMs: 1_000 });
-      if (res.status === 200) break;
-      lastErr = `GET /healthz -> ${res.status} ${res.text.slice(0, 200)}`;
-    } catch (err) {
-      lastErr = err.message;
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(
-        `herald not ready after ${readyTimeoutMs} ms (last: ${lastErr})\n` +
-          `command: ${cmdline}\n--- herald output ---\n${output}`,
-      );
-    }
-    await sleep(100);
-  }
-  return {
-    port,
-    baseUrl,
-    wsUrl: `ws://127.0.0.1:${port}/connection/websocket`,
-    cmdline,
-    logs: () => output,
-    stop,
-  };
 }
 
 /**
@@ -466,21 +281,9 @@ export function withTimeout(promise, ms, what) {
   ]).finally(() => clearTimeout(timer));
 }
 
-/** Polls `fn` until it returns truthy or `timeoutMs` passes; returns the last value. */
-export async function waitFor(fn, { timeoutMs = 10_000, intervalMs = 50 } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v || Date.now() > deadline) return v;
-    await sleep(intervalMs);
-  }
-}
-
-/** The last `lines` lines of `text`. */
-export function tail(text, lines = 60) {
-  // eslint-disable-next-line no-control-regex
-  const all = text.replace(/\x1b\[[0-9;]*m/g, '').split('\n');
-  return all.slice(Math.max(0, all.length - lines)).join('\n');
+/** Polls `fn` until it returns truthy or `timeoutMs` passes (every 50 ms by default); returns the last value. */
+export function waitFor(fn, { timeoutMs, intervalMs = 50 } = {}) {
+  return shared.waitFor(fn, { timeoutMs, intervalMs });
 }
 
 /**
@@ -506,7 +309,7 @@ export function scope(t, herald, transport) {
           c.events.map((e) => `${new Date(e.t).toISOString().slice(11, 23)} ${e.ev} ${JSON.stringify(e.ctx)}`).join('\n'));
         parts.push(`--- ${c.label} frames (-> sent, <- received), last 60:\n${c.frames.slice(-60).join('\n')}`);
       }
-      parts.push(`--- herald log tail:\n${tail(herald.logs(), 60)}`);
+      parts.push(`--- herald log tail:\n${shared.tail(herald.logs(), 60)}`);
       return parts.join('\n');
     },
     /** Runs `fn`; on failure rethrows with the diagnostics appended. */
