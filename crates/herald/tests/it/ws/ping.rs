@@ -47,7 +47,11 @@ async fn clients_that_stop_answering_pings_are_closed(proto: Proto) {
 #[tokio::test]
 async fn connections_that_never_connect_are_closed() {
     let herald = Herald::builder(Proto::Http1)
-        .args(["--allow-anonymous-connect", "--client-connect-timeout", "1s"])
+        .args([
+            "--allow-anonymous-connect",
+            "--client-connect-timeout",
+            "1s",
+        ])
         .start()
         .await;
     let mut ws = Ws::open(&herald).await;
