@@ -222,7 +222,9 @@ impl ClientSession {
             }
             self.ctx.metrics.deliveries.inc_by(delivered);
             for control in taken.controls {
-                if let Some(close) = self.apply_control(control, &mut out).await {
+                // Boxed: rare, and its state would otherwise size every idle
+                // connection's future.
+                if let Some(close) = Box::pin(self.apply_control(control, &mut out)).await {
                     return Output {
                         frame: (!out.is_empty()).then_some(out),
                         close: Some(close),

@@ -20,6 +20,7 @@ mod sse;
 mod tls;
 mod uni;
 mod ws;
+mod ws_frame;
 
 pub use config::{ServerConfig, TlsPaths};
 pub use listener::Server;

@@ -19,14 +19,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use herald_protocol::ErrorCode;
 use herald_protocol::centrifuge::{ConnectRequest, DisconnectCode};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_websockets::{CloseCode, Limits, Message, ServerBuilder, WebSocketStream};
 
 use crate::client::{ClientSession, Disconnect, Mode, Output};
 use crate::emulation::{self, CONNECT_PARAM, Framing, SessionStream};
@@ -34,6 +31,8 @@ use crate::http_util::{self, Body, Refusal};
 use crate::listener::ConnectionAbort;
 use crate::metrics::{HttpVersion, Transport};
 use crate::routes::{self, Context};
+use crate::ws::{self, Answer, End};
+use crate::ws_frame::{self, FrameReader, OpCode};
 
 /// Path of the unidirectional WebSocket.
 pub const WEBSOCKET_PATH: &str = "/connection/uni_websocket";
@@ -126,33 +125,55 @@ fn new_session(ctx: &Arc<Context>, transport: Transport, version: HttpVersion) -
 
 /// Runs a unidirectional WebSocket on an established stream; `connect` is the
 /// request from the URL, if it had one (else the first message must be it).
-pub async fn serve_websocket<S>(
+///
+/// Not an `async fn`, for the reason given at [`ws::serve`]: the idle future keeps
+/// one copy of the stream, the reader and the session.
+pub fn serve_websocket<S>(
     io: S,
     ctx: Arc<Context>,
     version: HttpVersion,
     connect: Option<ConnectRequest>,
-) where
+) -> impl Future<Output = ()>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let limits = Limits::default().max_payload_len(Some(ctx.config.max_message_bytes));
-    let mut ws = ServerBuilder::new().limits(limits).serve(io);
+    let mut reader = FrameReader::new(ctx.config.max_message_bytes);
     let mut session = new_session(&ctx, Transport::UniWebSocket, version);
+    let mut io = io;
+    async move {
+        let end = run_websocket(&mut io, &mut reader, &mut session, connect).await;
+        // The session ends (metrics, presence) before any wait for the client.
+        drop(session);
+        end.finish(&mut io).await;
+    }
+}
+
+async fn run_websocket<S>(
+    io: &mut S,
+    reader: &mut FrameReader,
+    session: &mut ClientSession,
+    connect: Option<ConnectRequest>,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut connected = false;
     if let Some(connect) = connect {
         connected = true;
-        let output = session.connect_unidirectional(connect).await;
-        if !write(&mut ws, &session, output).await {
-            return;
+        // Boxed, as below.
+        let output = Box::pin(session.connect_unidirectional(connect)).await;
+        if let Some(end) = write(io, session, output).await {
+            return end;
         }
     }
     loop {
         let output = tokio::select! {
-            message = ws.next() => match message {
-                Some(Ok(message)) if message.is_close() => return,
-                Some(Ok(message)) if !connected && (message.is_text() || message.is_binary()) => {
+            incoming = reader.read(io) => match ws::answer(io, session, incoming).await {
+                Answer::Message(message) if !connected => {
                     connected = true;
-                    match parse_connect(message.as_payload()) {
-                        Ok(connect) => session.connect_unidirectional(connect).await,
+                    match parse_connect(&message) {
+                        // Boxed, so the idle loop's future is not sized for it.
+                        Ok(connect) => Box::pin(session.connect_unidirectional(connect)).await,
                         Err(refusal) => {
                             tracing::debug!(detail = %refusal.detail, "malformed uni connect request");
                             Output {
@@ -166,60 +187,42 @@ pub async fn serve_websocket<S>(
                     }
                 }
                 // One way: anything after the connect request is ignored, as
-                // Centrifugo does; pings and pongs are answered by the codec.
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "uni websocket protocol error");
-                    if let tokio_websockets::Error::PayloadTooLong { .. } = e {
-                        let _ = ws.send(Message::close(Some(CloseCode::MESSAGE_TOO_BIG), "message too big")).await;
-                    }
-                    let _ = tokio::time::timeout(session.write_timeout(), ws.flush()).await;
-                    return;
-                }
-                None => return,
+                // Centrifugo does.
+                Answer::Message(_) | Answer::Continue => continue,
+                Answer::End(end) => return end,
             },
             output = session.next_output() => output,
         };
-        if !write(&mut ws, &session, output).await {
-            return;
+        if let Some(end) = write(io, session, output).await {
+            return end;
         }
     }
 }
 
 /// Writes a session output, one WebSocket message per push; a close sends the
-/// `disconnect` push, then the close frame. `false` once the connection is done.
-async fn write<S>(ws: &mut WebSocketStream<S>, session: &ClientSession, output: Output) -> bool
+/// `disconnect` push, then the close frame. `Some` once the connection is done.
+async fn write<S>(io: &mut S, session: &ClientSession, output: Output) -> Option<End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let sent = async {
-        let disconnect = output
-            .close
-            .as_ref()
-            .map(|close| session.disconnect_message(close));
-        for frame in output.frame.iter().chain(disconnect.as_ref()) {
-            for message in frame.split(|b| *b == b'\n').filter(|m| !m.is_empty()) {
-                ws.feed(Message::text(Bytes::copy_from_slice(message)))
-                    .await?;
-            }
+    let disconnect = output
+        .close
+        .as_ref()
+        .map(|close| session.disconnect_message(close));
+    // Pushes are small; one buffer of frames makes one write.
+    let mut frames = Vec::new();
+    for frame in output.frame.iter().chain(disconnect.as_ref()) {
+        for message in frame.split(|b| *b == b'\n').filter(|m| !m.is_empty()) {
+            ws_frame::encode_frame(&mut frames, OpCode::Text, message);
         }
-        if let Some(Disconnect { code, reason }) = &output.close {
-            let code = CloseCode::try_from(*code).unwrap_or(CloseCode::POLICY_VIOLATION);
-            let mut end = reason.len().min(123);
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            ws.feed(Message::close(Some(code), &reason[..end])).await?;
-        }
-        ws.flush().await
-    };
-    match tokio::time::timeout(session.write_timeout(), sent).await {
-        Ok(Ok(())) => output.close.is_none(),
-        Ok(Err(_)) => false,
-        Err(_) => {
-            session.count_disconnect("write_timeout");
-            false
-        }
+    }
+    if let Some(Disconnect { code, reason }) = &output.close {
+        ws_frame::encode_close(&mut frames, *code, reason);
+    }
+    match (ws::send(io, session, &frames).await, output.close.is_some()) {
+        (true, false) => None,
+        (true, true) => Some(End::Closed),
+        (false, _) => Some(End::Done),
     }
 }
 

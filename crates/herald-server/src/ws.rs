@@ -2,22 +2,23 @@
 //! client protocol at `/connection/websocket`.
 //!
 //! The handshake is ours (HTTP/1.1 lean path, hyper's upgrade for HTTP/1.1 keep-alive
-//! connections, extended CONNECT on HTTP/2); framing is tokio-websockets on the raw
-//! stream. The session (`crate::client`) knows nothing of WebSockets.
+//! connections, extended CONNECT on HTTP/2); so is the framing
+//! ([`crate::ws_frame`]), which holds no buffer while a connection is idle. The
+//! session (`crate::client`) knows nothing of WebSockets.
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+
 use http::{HeaderMap, header};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_websockets::{CloseCode, Limits, Message, ServerBuilder, WebSocketStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::client::{ClientSession, Disconnect, Output};
 use crate::metrics::{HttpVersion, Transport};
 use crate::routes::Context;
+use crate::ws_frame::{self, FrameReader, Incoming, OpCode, ReadError};
 
 /// The path SDKs connect to.
 pub const PATH: &str = "/connection/websocket";
@@ -61,72 +62,150 @@ pub fn switching_protocols(headers: &HeaderMap) -> Result<Vec<u8>, &'static str>
     .into_bytes())
 }
 
+/// How long a connection the server closed waits for the client to close too.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// Runs the Centrifuge protocol over an established WebSocket stream until either
 /// side closes.
-pub async fn serve<S>(io: S, ctx: Arc<Context>, version: HttpVersion)
+///
+/// Not an `async fn`: its arguments would be kept twice in the future (as
+/// arguments and as locals). The block below uses what it captures in place, and
+/// is what an idle connection keeps: the stream, the reader, the session and the
+/// wait for either.
+pub fn serve<S>(io: S, ctx: Arc<Context>, version: HttpVersion) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let limits = Limits::default().max_payload_len(Some(ctx.config.max_message_bytes));
-    let ws = ServerBuilder::new().limits(limits).serve(io);
-    let session = ClientSession::new(ctx.clone(), Transport::WebSocket, version);
-    run(ws, session).await;
+    let mut reader = FrameReader::new(ctx.config.max_message_bytes);
+    let mut session = ClientSession::new(ctx, Transport::WebSocket, version);
+    let mut io = io;
+    async move {
+        let end = loop {
+            let output = tokio::select! {
+                incoming = reader.read(&mut io) => {
+                    match answer(&mut io, &session, incoming).await {
+                        Answer::Message(message) => {
+                            // Boxed: the command path's future is large, and the
+                            // idle loop's future would otherwise be sized for it.
+                            Box::pin(session.handle_frame(&message)).await
+                        }
+                        Answer::Continue => continue,
+                        Answer::End(end) => break end,
+                    }
+                }
+                output = session.next_output() => output,
+            };
+            if let Some(end) = write(&mut io, &session, output).await {
+                break end;
+            }
+        };
+        // The session ends (metrics, presence) before any wait for the client.
+        drop(session);
+        end.finish(&mut io).await;
+    }
 }
 
-async fn run<S>(mut ws: WebSocketStream<S>, mut session: ClientSession)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    loop {
-        let output = tokio::select! {
-            message = ws.next() => match message {
-                Some(Ok(message)) if message.is_text() || message.is_binary() => {
-                    session.handle_frame(message.as_payload()).await
-                }
-                Some(Ok(message)) if message.is_close() => return,
-                // Pings and pongs are answered by the codec.
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "websocket protocol error");
-                    // The codec queues the close frame a framing error calls for
-                    // (1007 invalid UTF-8, 1002 protocol error, 1009 over the size
-                    // limit); flushing sends it. An oversized fragmented message
-                    // is only caught after reassembly, so close it here.
-                    if let tokio_websockets::Error::PayloadTooLong { .. } = e {
-                        let _ = ws.send(Message::close(Some(CloseCode::MESSAGE_TOO_BIG), "message too big")).await;
-                    }
-                    let _ = tokio::time::timeout(session.write_timeout(), ws.flush()).await;
-                    return;
-                }
-                None => return,
-            },
-            output = session.next_output() => output,
-        };
-        if !write(&mut ws, &session, output).await {
-            return;
+/// How a WebSocket connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Nothing more to do: the stream ended, failed, or the client closed.
+    Done,
+    /// The server sent a close frame: wait for the client to close too.
+    Closed,
+}
+
+impl End {
+    /// Ends the connection: after a server close, lingers so the close frame
+    /// reaches the client.
+    pub(crate) async fn finish<S>(self, io: &mut S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self == End::Closed {
+            Box::pin(ws_frame::linger(io, LINGER)).await;
         }
     }
 }
 
-/// Writes a session output; `false` once the connection is done.
-async fn write<S>(ws: &mut WebSocketStream<S>, session: &ClientSession, output: Output) -> bool
+/// What the connection loop does after [`answer`].
+pub(crate) enum Answer {
+    /// Handle this data message.
+    Message(Vec<u8>),
+    /// Read on (a ping was answered).
+    Continue,
+    /// Stop.
+    End(End),
+}
+
+/// Handles what the reader returned: a data message goes back to the caller; a
+/// ping is answered with a pong; a close is answered and ends the connection, as
+/// does a protocol error (with its close code).
+pub(crate) async fn answer<S>(
+    io: &mut S,
+    session: &ClientSession,
+    incoming: Result<Option<Incoming>, ReadError>,
+) -> Answer
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let timeout = session.write_timeout();
-    let sent = async {
-        if let Some(frame) = output.frame {
-            ws.feed(Message::text(Bytes::from(frame))).await?;
+    let mut reply = Vec::new();
+    let end = match incoming {
+        Ok(Some(Incoming::Text(message) | Incoming::Binary(message))) => {
+            return Answer::Message(message);
         }
-        if let Some(Disconnect { code, reason, .. }) = &output.close {
-            let code = CloseCode::try_from(*code).unwrap_or(CloseCode::POLICY_VIOLATION);
-            ws.feed(Message::close(Some(code), reason)).await?;
+        Ok(Some(Incoming::Ping(payload))) => {
+            ws_frame::encode_frame(&mut reply, OpCode::Pong, &payload);
+            None
         }
-        ws.flush().await
+        Ok(Some(Incoming::Close(code))) => {
+            ws_frame::encode_close(&mut reply, code.unwrap_or(ws_frame::CLOSE_NORMAL), "");
+            Some(End::Done)
+        }
+        Ok(None) => return Answer::End(End::Done),
+        Err(ReadError::Io(e)) => {
+            tracing::debug!(error = %e, "websocket read failed");
+            return Answer::End(End::Done);
+        }
+        Err(ReadError::Protocol { code, reason }) => {
+            tracing::debug!(code, reason, "websocket protocol error");
+            ws_frame::encode_close(&mut reply, code, reason);
+            Some(End::Closed)
+        }
     };
-    match tokio::time::timeout(timeout, sent).await {
-        Ok(Ok(())) => output.close.is_none(),
-        Ok(Err(_)) => false,
+    if !send(io, session, &reply).await {
+        return Answer::End(End::Done);
+    }
+    end.map_or(Answer::Continue, Answer::End)
+}
+
+/// Writes already encoded frames and flushes, within the session's write
+/// timeout; `false` if that failed.
+pub(crate) async fn send<S>(io: &mut S, session: &ClientSession, frames: &[u8]) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let sent = async {
+        io.write_all(frames).await?;
+        io.flush().await
+    };
+    finish_write(
+        session,
+        tokio::time::timeout(session.write_timeout(), sent).await,
+    )
+}
+
+/// Whether a timed write succeeded; counts a timeout as a `write_timeout`
+/// disconnect.
+pub(crate) fn finish_write(
+    session: &ClientSession,
+    result: Result<std::io::Result<()>, tokio::time::error::Elapsed>,
+) -> bool {
+    match result {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "websocket write failed");
+            false
+        }
         Err(_) => {
             session.count_disconnect("write_timeout");
             false
@@ -134,9 +213,38 @@ where
     }
 }
 
+/// Writes a session output: its frame as one text message, then its close frame;
+/// `Some` once the connection is done.
+async fn write<S>(io: &mut S, session: &ClientSession, output: Output) -> Option<End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut close = Vec::new();
+    if let Some(Disconnect { code, reason, .. }) = &output.close {
+        ws_frame::encode_close(&mut close, *code, reason);
+    }
+    let sent = async {
+        match &output.frame {
+            Some(frame) => ws_frame::write_frame(io, OpCode::Text, frame, &close).await,
+            None => {
+                io.write_all(&close).await?;
+                io.flush().await
+            }
+        }
+    };
+    let result = tokio::time::timeout(session.write_timeout(), sent).await;
+    match (finish_write(session, result), output.close.is_some()) {
+        (true, false) => None,
+        (true, true) => Some(End::Closed),
+        (false, _) => Some(End::Done),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
 
     #[test]
     fn accept_key_matches_rfc_6455_example() {
@@ -144,5 +252,82 @@ mod tests {
             accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
+    }
+
+    /// Not a test: an echo server for Autobahn|Testsuite's `fuzzingclient`, which
+    /// checks the framing of [`crate::ws_frame`] on its own (Herald's session
+    /// would close Autobahn's non-JSON echo messages with 3501). Listens on
+    /// `HERALD_AUTOBAHN_ADDR` (default `127.0.0.1:9001`) until killed:
+    ///
+    /// `cargo test --release -p herald-server --lib autobahn_echo_server -- --ignored`
+    #[tokio::test]
+    #[ignore = "a server for Autobahn|Testsuite, run by hand"]
+    async fn autobahn_echo_server() {
+        let addr =
+            std::env::var("HERALD_AUTOBAHN_ADDR").unwrap_or_else(|_| "127.0.0.1:9001".into());
+        let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::spawn(echo(socket));
+        }
+    }
+
+    /// Upgrades one connection and echoes every message until it closes.
+    async fn echo(mut socket: TcpStream) {
+        let mut head = Vec::new();
+        let mut buf = [0; 1024];
+        let end = loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+            if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        let rest = head.split_off(end);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        request.parse(&head).unwrap();
+        let mut map = HeaderMap::new();
+        for header in request.headers.iter() {
+            map.append(
+                header::HeaderName::from_bytes(header.name.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(header.value).unwrap(),
+            );
+        }
+        socket
+            .write_all(&switching_protocols(&map).unwrap())
+            .await
+            .unwrap();
+        let mut io = crate::prefixed::Prefixed::new(rest, socket);
+        let mut reader = FrameReader::new(64 << 20);
+        loop {
+            let (opcode, payload) = match reader.read(&mut io).await {
+                Ok(Some(Incoming::Text(message))) => (OpCode::Text, message),
+                Ok(Some(Incoming::Binary(message))) => (OpCode::Binary, message),
+                Ok(Some(Incoming::Ping(payload))) => (OpCode::Pong, payload),
+                Ok(Some(Incoming::Close(code))) => {
+                    let mut close = Vec::new();
+                    ws_frame::encode_close(&mut close, code.unwrap_or(ws_frame::CLOSE_NORMAL), "");
+                    let _ = io.write_all(&close).await;
+                    return;
+                }
+                Ok(None) | Err(ReadError::Io(_)) => return,
+                Err(ReadError::Protocol { code, reason }) => {
+                    let mut close = Vec::new();
+                    ws_frame::encode_close(&mut close, code, reason);
+                    let _ = io.write_all(&close).await;
+                    ws_frame::linger(&mut io, LINGER).await;
+                    return;
+                }
+            };
+            if ws_frame::write_frame(&mut io, opcode, &payload, &[])
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
     }
 }
