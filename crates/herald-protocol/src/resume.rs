@@ -33,12 +33,14 @@ impl ResumeToken {
     /// Writes the token for `channels` (canonical order) into `out`.
     pub fn encode(channels: &[impl AsRef<str>], positions: &[StreamPosition], out: &mut Vec<u8>) {
         debug_assert_eq!(channels.len(), positions.len());
-        out.extend_from_slice(format!("{:08x}", channel_set_tag(channels)).as_bytes());
+        use std::io::Write as _;
+        // Writing into a Vec cannot fail; formatting in place keeps this
+        // allocation-free (it runs once per event per stream).
+        let _ = write!(out, "{:08x}", channel_set_tag(channels));
         for (i, position) in positions.iter().enumerate() {
             out.push(if i == 0 { b'.' } else { b',' });
             out.extend_from_slice(position.epoch.as_bytes());
-            out.push(b':');
-            out.extend_from_slice(position.offset.to_string().as_bytes());
+            let _ = write!(out, ":{}", position.offset);
         }
     }
 

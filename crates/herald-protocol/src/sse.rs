@@ -3,7 +3,7 @@
 //! An event is split in two so the expensive part is encoded once per publication and
 //! shared by every stream: the **body** (`event:` and `data:` lines, see
 //! [`publication_body`]) and the per-stream **id line** closing the event
-//! ([`write_id_and_end`]) carrying that stream's [`ResumeToken`](crate::ResumeToken).
+//! ([`write_resume_id`]) carrying that stream's [`ResumeToken`](crate::ResumeToken).
 //!
 //! Event types a stream carries, each with a JSON `data:` line:
 //! - `connected` — first event: `{"channels":[{"channel","offset","epoch"}…]}`;
@@ -37,10 +37,16 @@ pub fn event_body(event: &str, json: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// Appends the `id:` line and the blank line that dispatches the event.
-pub fn write_id_and_end(id: &[u8], out: &mut Vec<u8>) {
+/// Appends the `id:` line with the resume token of `channels` at `positions`, and
+/// the blank line that dispatches the event. Written in place: this runs once per
+/// event per stream.
+pub fn write_resume_id(
+    channels: &[impl AsRef<str>],
+    positions: &[StreamPosition],
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"id: ");
-    out.extend_from_slice(id);
+    crate::ResumeToken::encode(channels, positions, out);
     out.extend_from_slice(b"\n\n");
 }
 
@@ -140,11 +146,20 @@ mod tests {
             info: None,
         };
         let mut event = publication_body("c", "E", &publication).to_vec();
-        write_id_and_end(b"tok", &mut event);
-        assert_eq!(
-            String::from_utf8(event).unwrap(),
-            "event: publication\ndata: {\"channel\":\"c\",\"offset\":3,\"epoch\":\"E\",\"data\":{\"x\": 1}}\nid: tok\n\n"
+        let position = StreamPosition {
+            offset: 3,
+            epoch: "E".into(),
+        };
+        write_resume_id(&["c"], &[position], &mut event);
+        let event = String::from_utf8(event).unwrap();
+        assert!(
+            event.starts_with("event: publication\ndata: {\"channel\":\"c\",\"offset\":3,\"epoch\":\"E\",\"data\":{\"x\": 1}}\nid: "),
+            "{event}"
         );
+        let id = event.lines().find_map(|l| l.strip_prefix("id: ")).unwrap();
+        let token = crate::ResumeToken::decode(id, &["c"]).unwrap();
+        assert_eq!(token.positions[0].offset, 3);
+        assert!(event.ends_with("\n\n"));
     }
 
     #[test]

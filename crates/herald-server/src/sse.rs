@@ -277,9 +277,7 @@ impl SseStream {
 
     /// Ends the stream's id line with the current resume token.
     fn write_id(&self, out: &mut Vec<u8>) {
-        let mut token = Vec::with_capacity(16 * self.channels.len());
-        ResumeToken::encode(&self.channels, &self.positions, &mut token);
-        sse::write_id_and_end(&token, out);
+        sse::write_resume_id(&self.channels, &self.positions, out);
     }
 
     /// Accounts for bytes about to be written and pushes the heartbeat back.
