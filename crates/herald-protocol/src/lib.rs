@@ -15,6 +15,7 @@ mod error;
 mod payload;
 mod resume;
 pub mod sse;
+pub mod websocket;
 
 pub use error::{ErrorCode, ErrorReply};
 pub use payload::{ClientInfo, Payload, PayloadError, Publication, StreamPosition};

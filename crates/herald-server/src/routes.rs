@@ -262,7 +262,7 @@ fn websocket_upgrade(
             );
         };
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let accept = ws::accept_key(key.as_bytes());
+        let accept = herald_protocol::websocket::accept_key(key.as_bytes());
         let headers = response.headers_mut();
         headers.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
         headers.insert(

@@ -8,10 +8,9 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use std::time::Duration;
 
+use herald_protocol::websocket::accept_key;
 use http::{HeaderMap, header};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -32,15 +31,6 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
         })
     };
     has_token(header::UPGRADE, "websocket") && has_token(header::CONNECTION, "upgrade")
-}
-
-/// The `Sec-WebSocket-Accept` value for a client's `Sec-WebSocket-Key`.
-pub fn accept_key(key: &[u8]) -> String {
-    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
-    context.update(key);
-    context.update(GUID);
-    BASE64.encode(context.finish())
 }
 
 /// The `101 Switching Protocols` head for an HTTP/1.1 upgrade, or why the request
@@ -245,14 +235,6 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpStream;
-
-    #[test]
-    fn accept_key_matches_rfc_6455_example() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
 
     /// Not a test: an echo server for Autobahn|Testsuite's `fuzzingclient`, which
     /// checks the framing of [`crate::ws_frame`] on its own (Herald's session
