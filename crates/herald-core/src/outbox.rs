@@ -117,16 +117,22 @@ impl Outbox {
             return;
         }
         let size = delivery.frame.len();
+        // The writer was told when the queue became non-empty and takes all of it,
+        // so a push onto a non-empty queue needs no wake-up of its own.
+        let mut wake = state.queue.is_empty();
         if state.bytes + size > self.max_bytes {
             state.queue = VecDeque::new();
             state.bytes = 0;
             state.closed = Some(CloseReason::Slow);
+            wake = true;
         } else {
             state.bytes += size;
             state.queue.push_back(delivery);
         }
         drop(state);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
     }
 
     /// Queues a server API instruction for the connection.
@@ -159,6 +165,13 @@ impl Outbox {
             controls: std::mem::take(&mut state.controls),
             closed: state.closed,
         }
+    }
+
+    /// Whether a [`Outbox::take`] now would find something: deliveries,
+    /// instructions, or the close.
+    pub fn has_pending(&self) -> bool {
+        let state = self.lock();
+        !state.queue.is_empty() || !state.controls.is_empty() || state.closed.is_some()
     }
 
     /// Waits until something was pushed or the outbox closed since the last wait.
@@ -208,6 +221,20 @@ mod tests {
         outbox.close(CloseReason::Shutdown);
         outbox.close(CloseReason::Slow);
         assert_eq!(outbox.take().closed, Some(CloseReason::Shutdown));
+    }
+
+    #[tokio::test]
+    async fn pushes_after_a_take_wake_the_writer_again() {
+        let outbox = Outbox::new(100);
+        outbox.push(delivery(1, 1));
+        outbox.push(delivery(2, 1));
+        outbox.ready().await;
+        assert_eq!(outbox.take().deliveries.len(), 2);
+        outbox.push(delivery(3, 1));
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready())
+            .await
+            .expect("the first push after a take must wake the writer");
+        assert_eq!(outbox.take().deliveries[0].offset, 3);
     }
 
     #[tokio::test]

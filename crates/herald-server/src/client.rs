@@ -33,6 +33,15 @@ pub struct Output {
     pub close: Option<Disconnect>,
 }
 
+/// What [`ClientSession::wait`] found to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The outbox has pushes, instructions, or was closed.
+    Queue,
+    /// The connect, ping or pong deadline passed.
+    Timer,
+}
+
 /// Why the server closes a connection; the WebSocket close code and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disconnect {
@@ -112,6 +121,8 @@ pub struct ClientSession {
     next_ping: Instant,
     /// Set while a ping waits for its pong.
     pong_deadline: Option<Instant>,
+    /// Queued messages wait until then, to go out together (`write_coalesce`).
+    next_write: Instant,
 }
 
 impl ClientSession {
@@ -147,6 +158,7 @@ impl ClientSession {
             next_slot: 0,
             next_ping,
             pong_deadline: None,
+            next_write: Instant::now(),
         }
     }
 
@@ -197,60 +209,88 @@ impl ClientSession {
 
     /// Waits for what the server has to send on its own: pushes, pings, or a
     /// disconnect (slow client, shutdown, server API, missing pong, expiry).
+    ///
+    /// Not cancel-safe once it has taken the queue: where the wait races other
+    /// work, use [`ClientSession::wait`] and [`ClientSession::output`].
     pub async fn next_output(&mut self) -> Output {
         loop {
-            let taken = self.outbox.take();
-            let mut out = Vec::new();
-            let mut delivered = 0;
-            for delivery in taken.deliveries {
-                let Some(subscription) = self
-                    .subscriptions
-                    .iter_mut()
-                    .find(|s| s.slot == delivery.slot)
-                else {
-                    continue; // unsubscribed since it was queued
-                };
-                if delivery.offset != 0 {
-                    // At the live/history seam a publication may come twice.
-                    if delivery.offset <= subscription.position.offset {
-                        continue;
-                    }
-                    subscription.position.offset = delivery.offset;
-                    delivered += 1;
-                }
-                CODEC.append_message(&mut out, self.push_message(&delivery.frame));
-            }
-            self.ctx.metrics.deliveries.inc_by(delivered);
-            for control in taken.controls {
-                // Boxed: rare, and its state would otherwise size every idle
-                // connection's future.
-                if let Some(close) = Box::pin(self.apply_control(control, &mut out)).await {
-                    return Output {
-                        frame: (!out.is_empty()).then_some(out),
-                        close: Some(close),
-                    };
-                }
-            }
-            if let Some(reason) = taken.closed {
-                let code = match reason {
-                    CloseReason::Slow => DisconnectCode::Slow,
-                    CloseReason::Shutdown => DisconnectCode::Shutdown,
-                };
-                self.ctx.metrics.disconnected(reason.as_str());
-                let mut output = self.close(code);
-                output.frame = (!out.is_empty()).then_some(out);
+            let wake = self.wait().await;
+            if let Some(output) = self.output(wake).await {
                 return output;
             }
-            if !out.is_empty() {
-                return self.wrote(out);
+        }
+    }
+
+    /// Waits until the session has something to do: queued pushes or instructions
+    /// (once `write_coalesce` has passed since the last write, so a busy connection
+    /// batches), or its ping/pong/connect deadline. Cancel-safe: nothing is taken
+    /// from the queue here.
+    pub async fn wait(&mut self) -> Wake {
+        loop {
+            if self.outbox.has_pending() {
+                if self.next_write > Instant::now() {
+                    tokio::time::sleep_until(self.next_write).await;
+                }
+                return Wake::Queue;
             }
             let deadline = self.pong_deadline.unwrap_or(self.next_ping);
             tokio::select! {
                 () = self.outbox.ready() => {}
-                () = tokio::time::sleep_until(deadline) => return self.on_timer(),
+                () = tokio::time::sleep_until(deadline) => return Wake::Timer,
                 _ = self.shutdown.changed() => self.outbox.close(CloseReason::Shutdown),
             }
         }
+    }
+
+    /// What to send for `wake`; `None` when it came to nothing (every queued
+    /// publication was a duplicate or for a channel since left).
+    pub async fn output(&mut self, wake: Wake) -> Option<Output> {
+        if wake == Wake::Timer {
+            return Some(self.on_timer());
+        }
+        let taken = self.outbox.take();
+        let mut out = Vec::new();
+        let mut delivered = 0;
+        for delivery in taken.deliveries {
+            let Some(subscription) = self
+                .subscriptions
+                .iter_mut()
+                .find(|s| s.slot == delivery.slot)
+            else {
+                continue; // unsubscribed since it was queued
+            };
+            if delivery.offset != 0 {
+                // At the live/history seam a publication may come twice.
+                if delivery.offset <= subscription.position.offset {
+                    continue;
+                }
+                subscription.position.offset = delivery.offset;
+                delivered += 1;
+            }
+            CODEC.append_message(&mut out, self.push_message(&delivery.frame));
+        }
+        self.ctx.metrics.deliveries.inc_by(delivered);
+        for control in taken.controls {
+            // Boxed: rare, and its state would otherwise size every idle
+            // connection's future.
+            if let Some(close) = Box::pin(self.apply_control(control, &mut out)).await {
+                return Some(Output {
+                    frame: (!out.is_empty()).then_some(out),
+                    close: Some(close),
+                });
+            }
+        }
+        if let Some(reason) = taken.closed {
+            let code = match reason {
+                CloseReason::Slow => DisconnectCode::Slow,
+                CloseReason::Shutdown => DisconnectCode::Shutdown,
+            };
+            self.ctx.metrics.disconnected(reason.as_str());
+            let mut output = self.close(code);
+            output.frame = (!out.is_empty()).then_some(out);
+            return Some(output);
+        }
+        (!out.is_empty()).then(|| self.wrote(out))
     }
 
     /// Carries out a server API instruction, appending any push to `out`; returns
@@ -334,7 +374,8 @@ impl ClientSession {
         self.wrote(out)
     }
 
-    fn wrote(&self, out: Vec<u8>) -> Output {
+    fn wrote(&mut self, out: Vec<u8>) -> Output {
+        self.next_write = Instant::now() + self.ctx.config.write_coalesce;
         self.ctx
             .metrics
             .bytes_written

@@ -27,6 +27,11 @@ pub struct ServerConfig {
     pub client_queue_max_bytes: usize,
     /// How long a write to a client may block before the client is dropped.
     pub write_timeout: Duration,
+    /// Shortest time between two writes of queued messages to one connection:
+    /// messages arriving sooner wait and go out together in the next write. A quiet
+    /// connection's message is written at once; a busy one trades up to this much
+    /// latency for one write (one syscall, one TCP segment) per batch.
+    pub write_coalesce: Duration,
     /// How long a graceful shutdown may take.
     pub shutdown_timeout: Duration,
     /// Most channels one SSE stream may carry.
@@ -68,6 +73,7 @@ impl Default for ServerConfig {
             heartbeat: Duration::from_secs(15),
             client_queue_max_bytes: 1024 * 1024,
             write_timeout: Duration::from_secs(10),
+            write_coalesce: Duration::from_millis(5),
             shutdown_timeout: Duration::from_secs(10),
             max_channels_per_stream: 64,
             max_request_body: 1024 * 1024,

@@ -177,7 +177,10 @@ impl SessionStream {
             }
             let output = match &mut self.commands {
                 Some(commands) => tokio::select! {
-                    output = self.session.next_output() => output,
+                    wake = self.session.wait() => match self.session.output(wake).await {
+                        Some(output) => output,
+                        None => continue,
+                    },
                     frame = commands.recv() => match frame {
                         Some(frame) => self.session.handle_frame(&frame).await,
                         None => {

@@ -266,12 +266,23 @@ impl SseStream {
                 return Some(self.wrote(Bytes::from(out)));
             }
             tokio::select! {
-                _ = self.outbox.ready() => {}
+                _ = self.outbox.ready() => self.coalesce().await,
                 _ = tokio::time::sleep_until(self.next_heartbeat) => {
                     return Some(self.wrote(Bytes::from_static(sse::HEARTBEAT)));
                 }
                 _ = self.shutdown.changed() => self.outbox.close(CloseReason::Shutdown),
             }
+        }
+    }
+
+    /// Lets a busy stream batch: waits until `write_coalesce` has passed since the
+    /// last write (which set the heartbeat deadline), so messages arriving meanwhile
+    /// go out in one write.
+    async fn coalesce(&self) {
+        let config = &self.ctx.config;
+        let next_write = self.next_heartbeat - config.heartbeat + config.write_coalesce;
+        if next_write > Instant::now() {
+            tokio::time::sleep_until(next_write).await;
         }
     }
 

@@ -191,7 +191,10 @@ where
                 Answer::Message(_) | Answer::Continue => continue,
                 Answer::End(end) => return end,
             },
-            output = session.next_output() => output,
+            wake = session.wait() => match session.output(wake).await {
+                Some(output) => output,
+                None => continue,
+            },
         };
         if let Some(end) = write(io, session, output).await {
             return end;

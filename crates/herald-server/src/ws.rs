@@ -83,7 +83,10 @@ where
                         Answer::End(end) => break end,
                     }
                 }
-                output = session.next_output() => output,
+                wake = session.wait() => match session.output(wake).await {
+                    Some(output) => output,
+                    None => continue,
+                },
             };
             if let Some(end) = write(&mut io, &session, output).await {
                 break end;

@@ -114,6 +114,10 @@ pub struct Cli {
     /// How long a write to a client may block before it is dropped [default: 10s].
     #[arg(long, env = "HERALD_WRITE_TIMEOUT", value_parser = duration::parse)]
     pub write_timeout: Option<Duration>,
+    /// Shortest time between two writes to one connection; messages arriving
+    /// sooner are batched into the next write (0: write each at once) [default: 5ms].
+    #[arg(long, env = "HERALD_WRITE_COALESCE", value_parser = duration::parse)]
+    pub write_coalesce: Option<Duration>,
     /// Largest publication in bytes [default: 65536].
     #[arg(long, env = "HERALD_MAX_PUBLICATION_BYTES")]
     pub max_publication_bytes: Option<usize>,
@@ -178,6 +182,7 @@ struct FileConfig {
     heartbeat: Option<String>,
     client_queue_max_bytes: Option<usize>,
     write_timeout: Option<String>,
+    write_coalesce: Option<String>,
     max_publication_bytes: Option<usize>,
     shutdown_timeout: Option<String>,
     log_format: Option<LogFormat>,
@@ -353,6 +358,9 @@ pub fn load(cli: &Cli) -> Result<Settings, String> {
     }
     if let Some(timeout) = cli.write_timeout.or(file_duration(&file.write_timeout)?) {
         server.write_timeout = timeout;
+    }
+    if let Some(interval) = cli.write_coalesce.or(file_duration(&file.write_coalesce)?) {
+        server.write_coalesce = interval;
     }
     if let Some(timeout) = cli
         .shutdown_timeout

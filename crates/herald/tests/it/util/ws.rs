@@ -60,6 +60,8 @@ pub struct Ws {
     pub answer_pings: bool,
     /// Server pings seen so far.
     pub pings: usize,
+    /// Text frames read so far.
+    pub frames: usize,
     what: String,
 }
 
@@ -132,6 +134,7 @@ impl Ws {
             next_id: 1,
             answer_pings: true,
             pings: 0,
+            frames: 0,
             what,
         }
     }
@@ -320,6 +323,7 @@ impl Ws {
                 assert!(!frame.is_binary(), "{}: unexpected binary frame", self.what);
                 continue;
             };
+            self.frames += 1;
             for line in text.split('\n') {
                 let message: Value = serde_json::from_str(line).unwrap_or_else(|e| {
                     panic!("{}: a frame line is not JSON ({e}): {line:?}", self.what)

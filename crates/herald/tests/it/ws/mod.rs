@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::util::unix_now;
 
+mod coalesce;
 mod limits;
 mod ping;
 mod pubsub;

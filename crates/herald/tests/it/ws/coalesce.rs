@@ -1,0 +1,44 @@
+//! Write coalescing: a quiet connection's publication goes out at once; what
+//! arrives within `--write-coalesce` of the last write waits and goes out with the
+//! rest in one WebSocket frame, in order, each once.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::util::ws::Event;
+use crate::util::{Herald, Proto, Ws};
+
+over_every_protocol!(a_burst_after_a_write_goes_out_in_one_frame);
+
+async fn a_burst_after_a_write_goes_out_in_one_frame(proto: Proto) {
+    let herald = Herald::builder(proto)
+        .args(["--allow-anonymous-connect", "--write-coalesce", "4s"])
+        .start()
+        .await;
+    let (mut ws, _) = Ws::connected(&herald, json!({})).await;
+    ws.subscribe("burst").await;
+
+    herald.publish("burst", json!(0)).await;
+    // Nothing was written from the queue yet, so this one is not held back.
+    match ws.next_event(Duration::from_secs(2)).await {
+        Some(Event::Message(message)) => {
+            assert_eq!(message["push"]["pub"]["data"], 0, "{message}")
+        }
+        other => panic!("the first publication should come at once, got {other:?}"),
+    }
+
+    let frames = ws.frames;
+    for n in 1..=20 {
+        herald.publish("burst", json!(n)).await;
+    }
+    for n in 1..=20 {
+        let publication = ws.expect_publication("burst").await;
+        assert_eq!(publication["data"], n, "in order, each once: {publication}");
+    }
+    assert_eq!(
+        ws.frames - frames,
+        1,
+        "20 publications made within the window arrive in one frame"
+    );
+}
