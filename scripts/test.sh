@@ -6,7 +6,7 @@
 #   ./scripts/test.sh                 # everything
 #   ./scripts/test.sh fmt clippy      # only the named stages, in the usual order
 #
-# Stages: deps fmt clippy test build browser sdk
+# Stages: deps fmt clippy test build browser sdk bench
 #
 # Environment:
 #   HERALD_BIN     herald binary for the browser and SDK tests
@@ -17,7 +17,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-ALL_STAGES=(deps fmt clippy test build browser sdk)
+ALL_STAGES=(deps fmt clippy test build browser sdk bench)
 if [ "$#" -gt 0 ]; then
     for s in "$@"; do
         case " ${ALL_STAGES[*]} " in
@@ -133,4 +133,10 @@ if wanted sdk; then
         node --test --test-concurrency=1 "${sdk_node_tests[@]}"
     stage sdk "centrifuge-python and cent SDK tests (pytest)" \
         .venv/bin/python -m pytest -c tests/sdk/python/pytest.ini tests/sdk/python
+fi
+
+if wanted bench; then
+    # herald-bench against the real binary: a short fanout over Centrifuge and SSE
+    # and a small storm; fails if any delivery is lost or duplicated.
+    stage bench "benchmark smoke test (bench/smoke.sh)" ./bench/smoke.sh
 fi

@@ -4,14 +4,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::args::{ConnectArgs, parse_duration};
-use crate::report::{Fit, kib, table};
-use crate::rss::process_tree_rss;
-use crate::target::Protocol;
-use crate::worker::Workers;
+use crate::measure;
+use crate::procfs::tree_rss;
+use crate::report::{Fit, kib, table, write_file};
+use crate::worker::{Mode, Workers};
 
 /// Options of `herald-bench idle`.
 #[derive(Debug, clap::Args)]
@@ -44,6 +43,7 @@ pub struct IdleArgs {
 #[derive(Debug, Serialize)]
 struct IdleResults {
     url: String,
+    protocol: String,
     server_pid: u32,
     workers: u64,
     settle_seconds: f64,
@@ -73,16 +73,12 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
         return Err("--steps must be increasing connection counts, e.g. 2000,4000".into());
     }
     let target = args.connect.target()?;
-    let plans = args.connect.plans(&target)?;
-    let rss = || process_tree_rss(args.server_pid);
+    let plans = args.connect.spread.plans(&target, Mode::Idle, 256)?;
+    let rss = || tree_rss(args.server_pid);
     rss()?;
-    let kind = match target.protocol {
-        Protocol::Sse => "SSE",
-        Protocol::WebSocket { .. } => "WebSocket",
-    };
     eprintln!(
-        "idle {kind}: {target}, server pid {}, {} worker(s), steps {steps:?}",
-        args.server_pid, args.connect.workers
+        "idle: {target}, server pid {}, {} worker(s), steps {steps:?}",
+        args.server_pid, args.connect.spread.workers
     );
     let mut workers = Workers::spawn(plans).await?;
     if args.warmup > 0 {
@@ -93,13 +89,9 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     let baseline = rss()?;
     eprintln!("baseline: RSS {} KiB", kib(baseline as f64));
 
-    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} connections")
-        .map_err(|e| e.to_string())?
-        .progress_chars("=> ");
     let mut measured = Vec::new();
     for (k, &count) in steps.iter().enumerate() {
-        let bar = ProgressBar::new(count as u64)
-            .with_style(style.clone())
+        let bar = measure::bar(count as u64, "{msg} [{bar:40}] {pos}/{len} connections")
             .with_message(format!("step {}/{}", k + 1, steps.len()));
         let started = Instant::now();
         workers
@@ -121,7 +113,7 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
         });
     }
     workers.hold(0, |_| {}).await?;
-    drop(workers);
+    workers.close().await;
     tokio::time::sleep(args.settle).await;
     let after_close = rss()?;
 
@@ -134,9 +126,10 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
         .collect();
     let fit = Fit::least_squares(&points).ok_or("no connections measured")?;
     let results = IdleResults {
-        url: target.to_string(),
+        url: target.url(),
+        protocol: target.protocol.to_string(),
         server_pid: args.server_pid,
-        workers: args.connect.workers,
+        workers: args.connect.spread.workers,
         settle_seconds: args.settle.as_secs_f64(),
         warmup: args.warmup,
         baseline_rss_bytes: baseline,
@@ -148,8 +141,7 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     print!("{}", summary(&results));
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
-        std::fs::write(path, json + "\n")
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        write_file(path, json + "\n")?;
     }
     Ok(())
 }

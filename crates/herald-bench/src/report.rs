@@ -1,7 +1,8 @@
-//! Results: the least-squares fit of memory against connections, and the printed
-//! table.
+//! Results: the least-squares fit of memory against connections, the printed
+//! table, and result files.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -47,8 +48,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
             rows.iter()
-                .map(|row| row[c].len())
-                .chain([header[c].len()])
+                .map(|row| row[c].chars().count())
+                .chain([header[c].chars().count()])
                 .max()
                 .unwrap_or(0)
         })
@@ -65,6 +66,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         let _ = writeln!(out, "{}", cells.join("  "));
     }
     out
+}
+
+/// Writes `text` (JSON, SVG) to `path`.
+pub fn write_file(path: &Path, text: String) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// `bytes` in KiB with one decimal.

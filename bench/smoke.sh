@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# CI smoke test of herald-bench against Herald: starts Herald on a free loopback
+# port, runs a short fanout over the Centrifuge WebSocket and one over SSE (two
+# rates, 2 s each, 200 subscribers) and a small storm, and fails loudly if any
+# delivery is lost, duplicated or missing. Not a measurement: the figures it
+# prints are a sanity check on a shared CI machine. Always stops the server it
+# started.
+#
+#   bench/smoke.sh
+#
+# Environment:
+#   HERALD_BIN        herald binary (default: ${CARGO_TARGET_DIR:-target}/release/herald)
+#   HERALD_BENCH_BIN  herald-bench binary (default: beside it)
+#                     Either one not given is built first (cargo build --release).
+#   OUT               results, charts and the server's log
+#                     (default: ${CARGO_TARGET_DIR:-target}/bench/smoke)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+BUILD=()
+[ -n "${HERALD_BIN:-}" ] || BUILD+=(-p herald)
+[ -n "${HERALD_BENCH_BIN:-}" ] || BUILD+=(-p herald-bench)
+# Incremental: cheap when the build stage already built herald.
+[ "${#BUILD[@]}" -eq 0 ] || cargo build --release "${BUILD[@]}"
+HERALD_BIN="${HERALD_BIN:-$RELEASE/herald}"
+BENCH="${HERALD_BENCH_BIN:-$RELEASE/herald-bench}"
+OUT="${OUT:-${CARGO_TARGET_DIR:-$ROOT/target}/bench/smoke}"
+mkdir -p "$OUT"
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+KEY="smoke-$RANDOM$RANDOM"
+LOG="$OUT/herald.log"
+
+HERALD_LOG=warn "$HERALD_BIN" --listen "127.0.0.1:$PORT" --api-key "$KEY" \
+    --allow-anonymous --allow-anonymous-connect 2>"$LOG" &
+HERALD_PID=$!
+stop() {
+    kill "$HERALD_PID" 2>/dev/null || true
+    wait "$HERALD_PID" 2>/dev/null || true
+}
+trap stop EXIT
+
+for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
+    kill -0 "$HERALD_PID" 2>/dev/null || { cat "$LOG" >&2; exit 1; }
+    sleep 0.1
+done
+
+PUBLISH=(--publish-url "http://127.0.0.1:$PORT/api/publish"
+    --publish-body '{"channel":"{channel}","data":"{payload}"}'
+    --publish-header "X-API-Key: $KEY"
+    --server-pid "$HERALD_PID" --require-no-loss)
+FANOUT=(--subscribers 200 --channels 4 --rates 200,1000 --duration 2s --warmup 500ms
+    --drain-timeout 5s)
+
+PASSED=0
+FAILED=()
+# check NAME COMMAND...: runs one benchmark; a failure is reported at the end.
+check() {
+    local name="$1"
+    shift
+    echo "==> $name" >&2
+    if "$@"; then
+        PASSED=$((PASSED + 1))
+    else
+        FAILED+=("$name")
+        echo "==> $name FAILED" >&2
+    fi
+}
+
+check "fanout, Centrifuge WebSocket" \
+    "$BENCH" fanout --url "ws://127.0.0.1:$PORT/connection/websocket" --protocol centrifuge \
+    "${FANOUT[@]}" "${PUBLISH[@]}" --json "$OUT/fanout-centrifuge.json" \
+    --chart "$OUT/fanout-centrifuge.svg"
+check "fanout, SSE" \
+    "$BENCH" fanout --url "http://127.0.0.1:$PORT/events?channel={channel}" --protocol sse \
+    "${FANOUT[@]}" "${PUBLISH[@]}" --json "$OUT/fanout-sse.json" --chart "$OUT/fanout-sse.svg"
+check "storm, Centrifuge WebSocket" \
+    "$BENCH" storm --url "ws://127.0.0.1:$PORT/connection/websocket" --protocol centrifuge \
+    --subscribers 1000 --channels 10 --workers 2 "${PUBLISH[@]}" \
+    --json "$OUT/storm-centrifuge.json"
+kill -0 "$HERALD_PID" 2>/dev/null || FAILED+=("herald exited during the benchmarks")
+
+echo "results in $OUT; server log $LOG" >&2
+echo "bench: $PASSED passed, ${#FAILED[@]} failed"
+if [ "${#FAILED[@]}" -gt 0 ]; then
+    printf 'bench smoke FAILED: %s\n' "${FAILED[@]}" >&2
+    exit 1
+fi
