@@ -14,8 +14,9 @@ use serde::Deserialize;
 use crate::duration;
 
 /// Herald: a real-time messaging server. Publish to channels over an HTTP API;
-/// subscribers receive every publication live over Server-Sent Events, on HTTP/1.1,
-/// HTTP/2 and HTTPS, from one port.
+/// subscribers receive every publication live over WebSockets (the Centrifuge
+/// client protocol) and Server-Sent Events, on HTTP/1.1, HTTP/2 and HTTPS, from one
+/// port.
 ///
 /// Every option can also be set in the TOML file given by --config and by the
 /// environment variable shown; flags win over the environment, which wins over the
