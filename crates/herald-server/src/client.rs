@@ -33,6 +33,25 @@ pub struct Output {
     pub close: Option<Disconnect>,
 }
 
+impl Output {
+    /// Appends `next` (its messages after this output's, its close instead of
+    /// none), so both go out in one write.
+    pub fn append(&mut self, next: Output) {
+        if let Some(more) = next.frame {
+            match &mut self.frame {
+                Some(frame) if !frame.is_empty() => {
+                    frame.push(b'\n');
+                    frame.extend_from_slice(&more);
+                }
+                _ => self.frame = Some(more),
+            }
+        }
+        if next.close.is_some() {
+            self.close = next.close;
+        }
+    }
+}
+
 /// What [`ClientSession::wait`] found to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
@@ -375,7 +394,8 @@ impl ClientSession {
     }
 
     fn wrote(&mut self, out: Vec<u8>) -> Output {
-        self.next_write = Instant::now() + self.ctx.config.write_coalesce;
+        self.next_write =
+            crate::coalesce::next_write(Instant::now(), self.ctx.config.write_coalesce);
         self.ctx
             .metrics
             .bytes_written

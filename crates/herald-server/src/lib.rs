@@ -8,6 +8,7 @@
 
 mod api;
 mod client;
+mod coalesce;
 mod config;
 mod emulation;
 mod http_util;

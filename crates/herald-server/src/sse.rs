@@ -280,7 +280,8 @@ impl SseStream {
     /// go out in one write.
     async fn coalesce(&self) {
         let config = &self.ctx.config;
-        let next_write = self.next_heartbeat - config.heartbeat + config.write_coalesce;
+        let last_write = self.next_heartbeat - config.heartbeat;
+        let next_write = crate::coalesce::next_write(last_write, config.write_coalesce);
         if next_write > Instant::now() {
             tokio::time::sleep_until(next_write).await;
         }

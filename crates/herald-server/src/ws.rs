@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use herald_protocol::websocket::accept_key;
 use http::{HeaderMap, header};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -77,7 +78,11 @@ where
                         Answer::Message(message) => {
                             // Boxed: the command path's future is large, and the
                             // idle loop's future would otherwise be sized for it.
-                            Box::pin(session.handle_frame(&message)).await
+                            let handled = handle_pipelined(&mut io, &mut reader, &mut session, message);
+                            match Box::pin(handled).await {
+                                Ok(output) => output,
+                                Err(end) => break end,
+                            }
                         }
                         Answer::Continue => continue,
                         Answer::End(end) => break end,
@@ -96,6 +101,40 @@ where
         drop(session);
         end.finish(&mut io).await;
     }
+}
+
+/// Most messages answered together in one write.
+const MAX_PIPELINED: usize = 16;
+
+/// Answers `message` and the messages the client already sent after it (SDKs send
+/// `connect` and `subscribe` back to back), so their replies go out in one write;
+/// `Err` when the connection ended meanwhile.
+async fn handle_pipelined<S>(
+    io: &mut S,
+    reader: &mut FrameReader,
+    session: &mut ClientSession,
+    message: Vec<u8>,
+) -> Result<Output, End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut output = session.handle_frame(&message).await;
+    for _ in 1..MAX_PIPELINED {
+        if output.close.is_some() {
+            break;
+        }
+        // `read` is cancel-safe: one that would wait is dropped here, and the
+        // connection loop's next read resumes where it stopped.
+        let Some(incoming) = reader.read(io).now_or_never() else {
+            break;
+        };
+        match answer(io, session, incoming).await {
+            Answer::Message(message) => output.append(session.handle_frame(&message).await),
+            Answer::Continue => {}
+            Answer::End(end) => return Err(end),
+        }
+    }
+    Ok(output)
 }
 
 /// How a WebSocket connection ended.

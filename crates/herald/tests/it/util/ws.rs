@@ -156,6 +156,21 @@ impl Ws {
             .unwrap_or_else(|e| panic!("{what}: send: {e}"));
     }
 
+    /// Sends each of `texts` as a text message, all in one write.
+    pub async fn send_together(&mut self, texts: &[String]) {
+        let what = &self.what;
+        for text in texts {
+            self.stream
+                .feed(Message::text(text.clone()))
+                .await
+                .unwrap_or_else(|e| panic!("{what}: send: {e}"));
+        }
+        self.stream
+            .flush()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: flush: {e}"));
+    }
+
     /// Sends `text` as one text message (not checked for UTF-8).
     pub async fn send_text(&mut self, text: impl Into<Bytes>) {
         self.send(Message::text(text.into())).await;

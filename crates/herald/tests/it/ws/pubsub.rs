@@ -13,6 +13,7 @@ over_every_protocol!(
     token_client_receives_publications,
     token_channels_become_server_side_subscriptions,
     batched_commands_are_answered_in_order,
+    commands_sent_together_are_answered_in_one_frame,
 );
 
 /// Checks the connect result fields every SDK reads.
@@ -224,4 +225,25 @@ async fn http1_upgrade_over_tls() {
     );
     assert_eq!(ws_connections(&herald, "1.1").await, (1.0, 1.0));
     assert_eq!(ws_connections(&herald, "2").await.0, 0.0);
+}
+
+/// SDKs send `connect` and then `subscribe` as separate messages without waiting;
+/// replies to messages that arrived together go out together, in order.
+async fn commands_sent_together_are_answered_in_one_frame(proto: Proto) {
+    let herald = Herald::builder(proto)
+        .args(["--allow-anonymous-connect"])
+        .start()
+        .await;
+    let mut ws = Ws::open(&herald).await;
+    ws.send_together(&[
+        json!({"id": 1, "connect": {}}).to_string(),
+        json!({"id": 2, "subscribe": {"channel": "together"}}).to_string(),
+        json!({"id": 3, "presence_stats": {"channel": "together"}}).to_string(),
+    ])
+    .await;
+    let replies = [ws.next().await, ws.next().await, ws.next().await];
+    let ids: Vec<&Value> = replies.iter().map(|r| &r["id"]).collect();
+    assert_eq!(ids, [1, 2, 3], "replies in order: {replies:?}");
+    assert!(replies[1]["subscribe"].is_object(), "{}", replies[1]);
+    assert_eq!(ws.frames, 1, "three replies in one frame: {replies:?}");
 }
