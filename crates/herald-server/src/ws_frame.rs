@@ -2,9 +2,11 @@
 //!
 //! Why not a library codec: an idle connection must hold no read buffer
 //! (DESIGN.md §3), and the codecs at hand keep one for the connection's life.
-//! [`FrameReader`] keeps a 14-byte header buffer while idle; a frame's payload is
-//! read straight into a `Vec` sized to that frame (after the size limit is
-//! checked), and handed over when the message is complete. The writer holds
+//! [`FrameReader`] reads into a scratch buffer on the stack of the poll (so frames
+//! that arrive together cost one `read`) and keeps only the bytes not yet used, in
+//! a `Vec` freed once they are: an idle connection holds no buffer. A large
+//! payload is read straight into a `Vec` sized to its frame (after the size limit
+//! is checked), and handed over when the message is complete. The writer holds
 //! nothing: each frame goes out with one vectored write of header and payload.
 //!
 //! The reader is cancel-safe: every await is a single `read` whose result is
@@ -12,10 +14,13 @@
 //! the session's own output and be dropped and restarted at any point.
 
 use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Normal closure.
 pub const CLOSE_NORMAL: u16 = 1000;
@@ -32,8 +37,11 @@ pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 /// Longest close reason: the control payload less the 2-byte code.
 pub const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
-/// Longest client frame header: 2 bytes, a 64-bit length, a 4-byte mask.
-const MAX_CLIENT_HEAD: usize = 14;
+/// Bytes one `read` may take: enough for the commands an SDK sends together.
+const SCRATCH: usize = 4096;
+/// Payload still to come from which on it is read straight into its message,
+/// without the scratch copy.
+const DIRECT_READ: usize = 1024;
 
 /// A frame's opcode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,11 +142,10 @@ struct FrameHead {
 #[derive(Debug)]
 pub struct FrameReader {
     max_message: usize,
-    /// The next frame's header as far as it was read. A read may go past the
-    /// header: those bytes are the start of the payload (or of the next frame)
-    /// and are used before reading again, so nothing is lost.
-    head: [u8; MAX_CLIENT_HEAD],
-    head_len: u8,
+    /// Bytes read and not yet used (from `taken` on): a header, payload, or the
+    /// next frames. Unallocated once all are used.
+    pending: Vec<u8>,
+    taken: usize,
     frame: Option<FrameHead>,
     /// The data message being assembled; unallocated between messages.
     message: Vec<u8>,
@@ -156,8 +163,8 @@ impl FrameReader {
     pub fn new(max_message: usize) -> Self {
         FrameReader {
             max_message,
-            head: [0; MAX_CLIENT_HEAD],
-            head_len: 0,
+            pending: Vec::new(),
+            taken: 0,
             frame: None,
             message: Vec::new(),
             message_opcode: None,
@@ -179,32 +186,34 @@ impl FrameReader {
                 if self.parse_head()? {
                     continue;
                 }
-                let filled = usize::from(self.head_len);
-                let n = io.read(&mut self.head[filled..]).await?;
-                if n == 0 {
-                    if filled == 0 && self.message_opcode.is_none() {
+                if self.fill(io).await? == 0 {
+                    if self.buffered().is_empty() && self.message_opcode.is_none() {
                         return Ok(None);
                     }
                     return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
                 }
-                // At most MAX_CLIENT_HEAD bytes, so it fits.
-                self.head_len += n as u8;
                 continue;
             };
             if frame.read < frame.len {
                 let control = frame.opcode.is_control();
+                let want = frame.len - frame.read;
+                let buffered = self.buffered().len();
+                if buffered == 0 && want < DIRECT_READ {
+                    if self.fill(io).await? == 0 {
+                        return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+                    }
+                    continue;
+                }
                 let dest = if control {
                     &mut self.control
                 } else {
                     &mut self.message
                 };
-                let want = frame.len - frame.read;
                 let start = dest.len();
-                let n = if self.head_len > 0 {
-                    let n = want.min(usize::from(self.head_len));
-                    dest.extend_from_slice(&self.head[..n]);
-                    self.head.copy_within(n..usize::from(self.head_len), 0);
-                    self.head_len -= n as u8;
+                let n = if buffered > 0 {
+                    let n = want.min(buffered);
+                    dest.extend_from_slice(&self.pending[self.taken..self.taken + n]);
+                    self.consume(n);
                     n
                 } else {
                     // Capacity for the whole frame was reserved when it began.
@@ -213,6 +222,11 @@ impl FrameReader {
                         return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
                     }
                     n
+                };
+                let dest = if control {
+                    &mut self.control
+                } else {
+                    &mut self.message
                 };
                 unmask(&mut dest[start..], frame.mask, frame.read);
                 frame.read += n;
@@ -231,14 +245,51 @@ impl FrameReader {
         }
     }
 
-    /// Parses the header in `head` if it is complete, checks it and begins the
+    /// Bytes read and not yet used.
+    fn buffered(&self) -> &[u8] {
+        &self.pending[self.taken..]
+    }
+
+    /// Marks `n` buffered bytes used; frees the buffer once all are.
+    fn consume(&mut self, n: usize) {
+        self.taken += n;
+        if self.taken == self.pending.len() {
+            self.pending = Vec::new();
+            self.taken = 0;
+        }
+    }
+
+    /// One `read` into a scratch buffer that lives only during the poll; what
+    /// it got is kept in `pending`. Returns the byte count (0 at the end).
+    async fn fill<R>(&mut self, io: &mut R) -> io::Result<usize>
+    where
+        R: AsyncRead + Unpin,
+    {
+        std::future::poll_fn(|cx| {
+            let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
+            let mut buf = ReadBuf::uninit(&mut scratch);
+            ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
+            let got = buf.filled();
+            if self.taken > 0 {
+                // Keep the buffer from growing with used bytes in front.
+                self.pending.drain(..self.taken);
+                self.taken = 0;
+            }
+            self.pending.extend_from_slice(got);
+            Poll::Ready(Ok(got.len()))
+        })
+        .await
+    }
+
+    /// Parses the header at the front of the buffered bytes if it is complete, checks it and begins the
     /// frame; `false` if more header bytes are needed.
     fn parse_head(&mut self) -> Result<bool, ReadError> {
-        let filled = usize::from(self.head_len);
+        let head = self.buffered();
+        let filled = head.len();
         if filled < 2 {
             return Ok(false);
         }
-        let (b0, b1) = (self.head[0], self.head[1]);
+        let (b0, b1) = (head[0], head[1]);
         // Checked on the first two bytes, so a bad frame fails without waiting.
         if b0 & 0x70 != 0 {
             return Err(ReadError::protocol("reserved bits set"));
@@ -277,10 +328,10 @@ impl FrameReader {
         }
         let len = match extended {
             0 => u64::from(short_len),
-            2 => u64::from(u16::from_be_bytes([self.head[2], self.head[3]])),
+            2 => u64::from(u16::from_be_bytes([head[2], head[3]])),
             _ => {
                 let mut bytes = [0; 8];
-                bytes.copy_from_slice(&self.head[2..10]);
+                bytes.copy_from_slice(&head[2..10]);
                 u64::from_be_bytes(bytes)
             }
         };
@@ -288,9 +339,8 @@ impl FrameReader {
             return Err(ReadError::protocol("frame length has its top bit set"));
         }
         let mut mask = [0; 4];
-        mask.copy_from_slice(&self.head[2 + extended..head_size]);
-        self.head.copy_within(head_size..filled, 0);
-        self.head_len -= head_size as u8;
+        mask.copy_from_slice(&head[2 + extended..head_size]);
+        self.consume(head_size);
 
         if opcode.is_control() {
             // ≤ 125 bytes, checked above.
