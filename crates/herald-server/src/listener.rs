@@ -13,14 +13,14 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::lean;
 use crate::metrics::Metrics;
 use crate::routes::{self, Context};
-use crate::tls::{self, ReloadableCert, TlsError};
+use crate::tls::{self, ReloadableCert, TlsError, TlsStream};
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,7 +49,7 @@ pub enum ServerError {
 pub struct Server {
     ctx: Arc<Context>,
     listener: TcpListener,
-    tls: Option<(TlsAcceptor, Arc<ReloadableCert>)>,
+    tls: Option<(Arc<rustls::ServerConfig>, Arc<ReloadableCert>)>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -63,7 +63,7 @@ impl Server {
                 let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
                 let cert = Arc::new(ReloadableCert::load(paths.clone(), provider.clone())?);
                 let server_config = tls::server_config(cert.clone(), provider)?;
-                Some((TlsAcceptor::from(Arc::new(server_config)), cert))
+                Some((Arc::new(server_config), cert))
             }
             None => None,
         };
@@ -124,7 +124,7 @@ impl Server {
                 accepted = self.listener.accept() => match accepted {
                     Ok((socket, peer)) => {
                         let ctx = self.ctx.clone();
-                        let tls = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
+                        let tls = self.tls.as_ref().map(|(config, _)| config.clone());
                         tracker.spawn(serve_socket(socket, peer, ctx, tls));
                     }
                     Err(e) => {
@@ -168,42 +168,54 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-async fn serve_socket(
+/// A connection's socket, plain or TLS.
+type Socket = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` copies its arguments into locals beside its captures, \
+              and the copies stay in every state of the task's future (+72 B)"
+)]
+fn serve_socket(
     socket: TcpStream,
     peer: SocketAddr,
     ctx: Arc<Context>,
-    tls: Option<TlsAcceptor>,
-) {
-    let _ = socket.set_nodelay(true);
-    match tls {
-        None => lean::serve(socket, ctx, peer).await,
-        // Boxed: plain connections must not pay for the TLS branch's larger futures
-        // (a task's future is as large as its largest state).
-        Some(acceptor) => Box::pin(serve_tls(socket, acceptor, ctx, peer)).await,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> impl Future<Output = ()> {
+    async move {
+        let _ = socket.set_nodelay(true);
+        // One connection future type for both: a TLS connection does not pay for a
+        // task sized for the plain path plus a boxed future of its own. The TLS
+        // stream is boxed (by `tls::accept`), so its ~1 KB is not copied into every
+        // state.
+        match tls {
+            None => lean::serve(Socket::Left(socket), ctx, peer).await,
+            Some(config) => {
+                let Some(stream) = handshake(socket, config, peer).await else {
+                    return;
+                };
+                if stream.alpn_protocol() == Some(b"h2") {
+                    Box::pin(serve_hyper(stream, ctx, peer)).await
+                } else {
+                    lean::serve(Socket::Right(stream), ctx, peer).await
+                }
+            }
+        }
     }
 }
 
-async fn serve_tls(socket: TcpStream, acceptor: TlsAcceptor, ctx: Arc<Context>, peer: SocketAddr) {
-    let handshake = Box::pin(tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        acceptor.accept(socket),
-    ));
-    let stream = match handshake.await {
-        Ok(Ok(stream)) => stream,
+async fn handshake(
+    socket: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    peer: SocketAddr,
+) -> Option<Box<TlsStream<TcpStream>>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls::accept(socket, config)).await {
+        Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
+            None
         }
-        Err(_) => return,
-    };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    // Boxed once: the 1.2 KB TLS stream would otherwise be copied into every
-    // state of the connection's futures.
-    let stream = Box::new(stream);
-    if h2 {
-        Box::pin(serve_hyper(stream, ctx, peer)).await
-    } else {
-        lean::serve(stream, ctx, peer).await
+        Err(_) => None,
     }
 }
 

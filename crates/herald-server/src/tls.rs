@@ -1,5 +1,6 @@
 //! TLS with certificates reloadable at run time (SIGHUP): the resolver hands each
 //! new handshake the current certificate; established connections keep theirs.
+//! Connections run on [`stream`], which holds no TLS buffers while idle.
 
 use std::sync::Arc;
 
@@ -11,6 +12,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsPaths;
+
+mod stream;
+
+pub use stream::{TlsStream, accept};
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
