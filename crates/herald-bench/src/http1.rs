@@ -25,7 +25,7 @@ pub struct Head {
 /// sees the headers (e.g. to verify `Sec-WebSocket-Accept`).
 pub fn parse_head(
     buffer: &[u8],
-    check: impl FnOnce(&[httparse::Header<'_>]) -> Result<(), String>,
+    check: impl FnOnce(u16, &[httparse::Header<'_>]) -> Result<(), String>,
 ) -> Result<Option<Head>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
@@ -59,7 +59,7 @@ pub fn parse_head(
         content_length,
         close: header("connection").is_some_and(|v| v.contains("close")),
     };
-    check(response.headers)?;
+    check(head.status, response.headers)?;
     Ok(Some(head))
 }
 
@@ -80,7 +80,16 @@ pub async fn read_head<R: tokio::io::AsyncRead + Unpin>(
         if read == 0 {
             return Err(format!("closed before the {status} response"));
         }
-        let Some(head) = parse_head(&buffer, &check)? else {
+        // Headers are checked only on the expected status: a refusal is
+        // reported as such, with its body.
+        let checked = |got: u16, headers: &[httparse::Header<'_>]| {
+            if got == status {
+                check(headers)
+            } else {
+                Ok(())
+            }
+        };
+        let Some(head) = parse_head(&buffer, checked)? else {
             continue;
         };
         if head.status != status {
@@ -191,9 +200,23 @@ fn chunk_size(line: &[u8]) -> Result<u64, String> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_refusal_is_reported_with_its_status_not_as_a_failed_check() {
+        let mut refused: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 5\r\n\r\nproxy";
+        let error = read_head(&mut refused, 101, |_| Err("checked".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(error, "HTTP 502: proxy");
+        let mut switched: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+        let error = read_head(&mut switched, 101, |_| Err("checked".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(error, "checked");
+    }
+
     #[test]
     fn parses_heads() {
-        let ok = |_: &[httparse::Header<'_>]| Ok(());
+        let ok = |_: u16, _: &[httparse::Header<'_>]| Ok(());
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\n", ok).unwrap(), None);
         let head =
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: Close\r\n\r\n5\r\n";

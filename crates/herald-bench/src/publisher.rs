@@ -325,7 +325,7 @@ async fn exchange(
                 other("closed in the middle of a response".into())
             });
         }
-        if let Some(head) = http1::parse_head(response, |_| Ok(())).map_err(other)? {
+        if let Some(head) = http1::parse_head(response, |_, _| Ok(())).map_err(other)? {
             break head;
         }
     };
