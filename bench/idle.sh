@@ -71,19 +71,9 @@ else
     TARGET=(--url "$SCHEME://127.0.0.1:$PORT/events?channel=bench-{i%$CHANNELS}")
 fi
 
-HERALD_LOG=warn "$BIN/herald" "${HERALD_ARGS[@]}" 2>"$LOG" &
-HERALD_PID=$!
-stop() {
-    kill "$HERALD_PID" 2>/dev/null || true
-    wait "$HERALD_PID" 2>/dev/null || true
-}
-trap stop EXIT
-
-for _ in $(seq 100); do
-    curl -ksf "$SCHEME://127.0.0.1:$PORT/healthz" >/dev/null && break
-    kill -0 "$HERALD_PID" 2>/dev/null || { cat "$LOG" >&2; exit 1; }
-    sleep 0.1
-done
+# shellcheck source=bench/start-herald.sh
+. "$ROOT/bench/start-herald.sh"
+start_herald "$LOG" "$SCHEME://127.0.0.1:$PORT/healthz" "$BIN/herald" "${HERALD_ARGS[@]}"
 
 "$BIN/herald-bench" idle "${TARGET[@]}" \
     --steps "$STEPS" --settle "$SETTLE" --workers "$WORKERS" \

@@ -35,20 +35,10 @@ PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 KEY="smoke-$RANDOM$RANDOM"
 LOG="$OUT/herald.log"
 
-HERALD_LOG=warn "$HERALD_BIN" --listen "127.0.0.1:$PORT" --api-key "$KEY" \
-    --allow-anonymous --allow-anonymous-connect 2>"$LOG" &
-HERALD_PID=$!
-stop() {
-    kill "$HERALD_PID" 2>/dev/null || true
-    wait "$HERALD_PID" 2>/dev/null || true
-}
-trap stop EXIT
-
-for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
-    kill -0 "$HERALD_PID" 2>/dev/null || { cat "$LOG" >&2; exit 1; }
-    sleep 0.1
-done
+# shellcheck source=bench/start-herald.sh
+. "$ROOT/bench/start-herald.sh"
+start_herald "$LOG" "http://127.0.0.1:$PORT/healthz" "$HERALD_BIN" --listen "127.0.0.1:$PORT" \
+    --api-key "$KEY" --allow-anonymous --allow-anonymous-connect
 
 PUBLISH=(--publish-url "http://127.0.0.1:$PORT/api/publish"
     --publish-body '{"channel":"{channel}","data":"{payload}"}'
