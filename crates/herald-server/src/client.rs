@@ -396,13 +396,7 @@ impl ClientSession {
     fn wrote(&mut self, out: Vec<u8>) -> Output {
         self.next_write =
             crate::coalesce::next_write(Instant::now(), self.ctx.config.write_coalesce);
-        self.ctx
-            .metrics
-            .bytes_written
-            .get_or_create(&crate::metrics::TransportLabels {
-                transport: self.labels.transport,
-            })
-            .inc_by(out.len() as u64);
+        self.ctx.metrics.wrote(self.labels.transport, out.len());
         Output {
             frame: Some(out),
             close: None,

@@ -1,29 +1,31 @@
 //! When a busy connection may write next (`write_coalesce`).
 //!
-//! Deadlines are rounded up to a node-wide grid of a quarter window, so the
-//! connections fed by one fan-out wake together: the runtime then handles them in
-//! one pass instead of waking a worker thread for each.
+//! Time is cut into window-long ticks on one node-wide clock. A connection writes
+//! at most once per tick as it comes, and what arrives after that waits for the
+//! next tick. So a message waits at most one window, and the connections fed by
+//! one fan-out flush together at the tick: the runtime handles them in one pass,
+//! and a steady stream of one message every T goes out as window/T messages per
+//! write instead of the one or two a sliding window gets when T and the window
+//! are close.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The earliest time a connection that wrote at `last_write` writes again, given
-/// the coalescing `window`; `last_write` itself when coalescing is off.
+/// The earliest time a connection that wrote at `last_write` writes again: the
+/// next tick of `window` after it; `last_write` itself when coalescing is off.
 pub fn next_write(last_write: Instant, window: Duration) -> Instant {
     if window.is_zero() {
         return last_write;
     }
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     let origin = *ORIGIN.get_or_init(Instant::now);
-    let slot = (window / 4).max(Duration::from_millis(1)).as_nanos();
-    let earliest = (last_write + window)
-        .saturating_duration_since(origin)
-        .as_nanos();
-    let slots = earliest.div_ceil(slot);
+    let tick = window.as_nanos();
+    let since = last_write.saturating_duration_since(origin).as_nanos();
+    let next = (since / tick + 1) * tick;
     // u64 nanoseconds cover 584 years of uptime.
-    origin + Duration::from_nanos(u64::try_from(slots * slot).unwrap_or(u64::MAX))
+    origin + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -31,16 +33,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadlines_fall_on_a_shared_grid_at_least_a_window_later() {
+    fn writes_in_one_tick_wait_for_the_same_next_tick() {
         let window = Duration::from_millis(20);
+        // The clock starts at the first call.
+        next_write(Instant::now(), window);
         let first = Instant::now();
         let a = next_write(first, window);
-        let b = next_write(first + Duration::from_millis(2), window);
-        assert!(a >= first + window && a < first + window + window / 4);
-        assert!(b >= first + Duration::from_millis(22));
-        // Writes 2 ms apart share a slot or land one slot (5 ms) apart.
-        let apart = b.saturating_duration_since(a);
-        assert!(apart.is_zero() || apart == window / 4, "{apart:?}");
+        assert!(a > first && a <= first + window, "at most one window later");
+        // Every write before that tick waits for that same tick...
+        assert_eq!(next_write(a - Duration::from_millis(1), window), a);
+        // ...and a write at the tick waits a whole window for the next one.
+        assert_eq!(next_write(a, window), a + window);
+        assert_eq!(next_write(a + Duration::from_millis(3), window), a + window);
     }
 
     #[test]

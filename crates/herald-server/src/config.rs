@@ -27,10 +27,11 @@ pub struct ServerConfig {
     pub client_queue_max_bytes: usize,
     /// How long a write to a client may block before the client is dropped.
     pub write_timeout: Duration,
-    /// Shortest time between two writes of queued messages to one connection:
-    /// messages arriving sooner wait and go out together in the next write. A quiet
-    /// connection's message is written at once; a busy one trades up to this much
-    /// latency for one write (one syscall, one TCP segment) per batch.
+    /// Write-coalescing window: a connection writes at most once per window-long
+    /// tick of a node-wide clock as messages come; what arrives after that goes out
+    /// together at the next tick. A quiet connection's message is written at once;
+    /// a busy one's waits at most this long, for one write (one syscall, one TCP
+    /// segment) per batch.
     pub write_coalesce: Duration,
     /// How long a graceful shutdown may take.
     pub shutdown_timeout: Duration,

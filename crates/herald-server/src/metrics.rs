@@ -107,6 +107,9 @@ pub struct Metrics {
     pub disconnects: Family<ReasonLabels, Counter>,
     /// Bytes written to clients, by transport.
     pub bytes_written: Family<TransportLabels, Counter>,
+    /// Writes to clients (each one batch of frames), by transport: deliveries per
+    /// write is how well `write_coalesce` batches.
+    pub writes: Family<TransportLabels, Counter>,
     /// Server API requests.
     pub api_requests: Family<ApiLabels, Counter>,
 }
@@ -121,6 +124,7 @@ impl Default for Metrics {
             deliveries: Counter::default(),
             disconnects: Family::default(),
             bytes_written: Family::default(),
+            writes: Family::default(),
             api_requests: Family::default(),
             registry: Registry::default(),
         };
@@ -153,6 +157,11 @@ impl Default for Metrics {
             "bytes_written",
             "Bytes written to clients",
             metrics.bytes_written.clone(),
+        );
+        registry.register(
+            "writes",
+            "Writes to clients, each one batch of frames",
+            metrics.writes.clone(),
         );
         registry.register(
             "api_requests",
@@ -195,5 +204,14 @@ impl Metrics {
         self.disconnects
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// Counts one write of `bytes` to a client of `transport`.
+    pub fn wrote(&self, transport: Transport, bytes: usize) {
+        let labels = TransportLabels { transport };
+        self.writes.get_or_create(&labels).inc();
+        self.bytes_written
+            .get_or_create(&labels)
+            .inc_by(bytes as u64);
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::http_util::Refusal;
-use crate::metrics::{ConnectionLabels, HttpVersion, Transport, TransportLabels};
+use crate::metrics::{ConnectionLabels, HttpVersion, Transport};
 use crate::routes::{Context, authorize_read, identify};
 
 /// An open SSE stream: its subscriptions, each channel's position, and its outbox.
@@ -295,13 +295,7 @@ impl SseStream {
     /// Accounts for bytes about to be written and pushes the heartbeat back.
     fn wrote(&mut self, chunk: Bytes) -> Bytes {
         self.next_heartbeat = Instant::now() + self.ctx.config.heartbeat;
-        self.ctx
-            .metrics
-            .bytes_written
-            .get_or_create(&TransportLabels {
-                transport: Transport::Sse,
-            })
-            .inc_by(chunk.len() as u64);
+        self.ctx.metrics.wrote(Transport::Sse, chunk.len());
         chunk
     }
 

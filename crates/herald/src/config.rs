@@ -115,8 +115,9 @@ pub struct Cli {
     /// How long a write to a client may block before it is dropped [default: 10s].
     #[arg(long, env = "HERALD_WRITE_TIMEOUT", value_parser = duration::parse)]
     pub write_timeout: Option<Duration>,
-    /// Shortest time between two writes to one connection; messages arriving
-    /// sooner are batched into the next write (0: write each at once) [default: 5ms].
+    /// Write-coalescing window: a connection writes at most once per window; later
+    /// messages wait (at most this long) and go out together (0: each at once)
+    /// [default: 5ms].
     #[arg(long, env = "HERALD_WRITE_COALESCE", value_parser = duration::parse)]
     pub write_coalesce: Option<Duration>,
     /// Largest publication in bytes [default: 65536].

@@ -1,5 +1,5 @@
 //! `/metrics` reflects the traffic: connections by HTTP version, publications,
-//! deliveries and bytes written.
+//! deliveries, bytes and writes.
 
 use serde_json::json;
 
@@ -45,6 +45,12 @@ async fn metrics_follow_the_traffic(proto: Proto) {
     assert!(
         sample("herald_bytes_written_total", &[("transport", "sse")]) > 0.0,
         "bytes written are counted"
+    );
+    // Each stream got its opening and three publications, maybe batched.
+    let writes = sample("herald_writes_total", &[("transport", "sse")]);
+    assert!(
+        (2.0..=8.0).contains(&writes),
+        "herald_writes_total counts each stream's writes, at most one per event: {writes}"
     );
     if proto.is_h2() {
         assert!(
