@@ -204,11 +204,15 @@ where
     S: AsyncWrite + Unpin,
 {
     let mut headers = match SseStream::open(ctx, &parts, HttpVersion::Http1).await {
-        Ok(stream) => {
+        Ok(mut stream) => {
             let mut headers = stream.response_headers();
             add_cors(&ctx.config.allowed_origins, &parts.headers, &mut headers);
             let mut head = b"HTTP/1.1 200 OK\r\nconnection: close\r\n".to_vec();
             write_headers(&mut head, &headers);
+            // The opening events go with the head: one write, one segment.
+            if let Some(opening) = stream.take_opening() {
+                head.extend_from_slice(&opening);
+            }
             return write(io, ctx, Bytes::from(head))
                 .await
                 .ok()

@@ -164,6 +164,9 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    // Accepted sockets inherit it (Linux clones the listener's TCP state), which
+    // saves a setsockopt per connection in a connect storm.
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -183,6 +186,7 @@ fn serve_socket(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> impl Future<Output = ()> {
     async move {
+        #[cfg(not(target_os = "linux"))]
         let _ = socket.set_nodelay(true);
         // One connection future type for both: a TLS connection does not pay for a
         // task sized for the plain path plus a boxed future of its own. The TLS
@@ -279,5 +283,23 @@ where
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_send_without_delay() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "an accepted socket has TCP_NODELAY (Nagle would hold small pushes)"
+        );
     }
 }

@@ -213,6 +213,13 @@ impl SseStream {
         headers
     }
 
+    /// The opening events, for a transport that writes them with its response head
+    /// (one write instead of two); `next_chunk` then starts with what follows.
+    pub fn take_opening(&mut self) -> Option<Bytes> {
+        let opening = self.opening.take()?;
+        Some(self.wrote(opening))
+    }
+
     /// The next bytes to write: queued events, a heartbeat, or the closing
     /// `disconnect` event; `None` once the stream is over.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
