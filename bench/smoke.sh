@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # CI smoke test of herald-bench against Herald: starts Herald on a free loopback
 # port, runs a short fanout over the Centrifuge WebSocket and one over SSE (two
-# rates, 2 s each, 200 subscribers) and a small storm, and fails loudly if any
-# delivery is lost, duplicated or missing. Not a measurement: the figures it
-# prints are a sanity check on a shared CI machine. Always stops the server it
-# started.
+# rates, 2 s each, 200 subscribers), the same over HTTP/2 (h2c; one rate) and a
+# small storm, and fails loudly if any delivery is lost, duplicated or missing.
+# Not a measurement: the figures it prints are a sanity check on a shared CI
+# machine. Always stops the server it started.
 #
 #   bench/smoke.sh
 #
@@ -46,6 +46,8 @@ PUBLISH=(--publish-url "http://127.0.0.1:$PORT/api/publish"
     --server-pid "$HERALD_PID" --require-no-loss)
 FANOUT=(--subscribers 200 --channels 4 --rates 200,1000 --duration 2s --warmup 500ms
     --drain-timeout 5s)
+H2_FANOUT=(--http 2 --subscribers 200 --channels 4 --rates 1000 --duration 2s --warmup 500ms
+    --drain-timeout 5s)
 
 PASSED=0
 FAILED=()
@@ -69,6 +71,13 @@ check "fanout, Centrifuge WebSocket" \
 check "fanout, SSE" \
     "$BENCH" fanout --url "http://127.0.0.1:$PORT/events?channel={channel}" --protocol sse \
     "${FANOUT[@]}" "${PUBLISH[@]}" --json "$OUT/fanout-sse.json" --chart "$OUT/fanout-sse.svg"
+check "fanout, Centrifuge WebSocket over HTTP/2 (h2c, extended CONNECT)" \
+    "$BENCH" fanout --url "ws://127.0.0.1:$PORT/connection/websocket" --protocol centrifuge \
+    "${H2_FANOUT[@]}" "${PUBLISH[@]}" --json "$OUT/fanout-centrifuge-h2.json"
+check "fanout, SSE over HTTP/2 (h2c, 8 streams per connection)" \
+    "$BENCH" fanout --url "http://127.0.0.1:$PORT/events?channel={channel}" --protocol sse \
+    "${H2_FANOUT[@]}" --streams-per-connection 8 "${PUBLISH[@]}" \
+    --json "$OUT/fanout-sse-h2.json"
 check "storm, Centrifuge WebSocket" \
     "$BENCH" storm --url "ws://127.0.0.1:$PORT/connection/websocket" --protocol centrifuge \
     --subscribers 1000 --channels 10 --workers 2 "${PUBLISH[@]}" \

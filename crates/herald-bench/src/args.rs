@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::publisher::PublishSpec;
-use crate::target::{Endpoint, Protocol, Target, Url};
+use crate::target::{Endpoint, HttpVersion, Protocol, Target, Url};
 use crate::template::{Placeholder, Template, Vars};
 use crate::worker::{Mode, Plan};
 
@@ -65,6 +65,29 @@ impl Spread {
     }
 }
 
+/// The HTTP version of the connections.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// HTTP version of the subscriber connections.
+    #[arg(long, value_enum, default_value = "1.1")]
+    pub http: HttpVersion,
+    /// With --http 2: subscribers multiplexed as streams on one connection (like
+    /// the EventSources and WebSockets of one browser page); counts, and idle's
+    /// memory per connection, are then per stream.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub streams_per_connection: u32,
+}
+
+impl HttpArgs {
+    /// The version and streams per connection, checked.
+    fn checked(&self) -> Result<(HttpVersion, u32), String> {
+        if self.http == HttpVersion::Http1 && self.streams_per_connection > 1 {
+            return Err("--streams-per-connection needs --http 2".into());
+        }
+        Ok((self.http, self.streams_per_connection))
+    }
+}
+
 /// Where and how `idle` opens connections.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
@@ -99,6 +122,9 @@ pub struct ConnectArgs {
     /// `{channel}` in the URL.
     #[arg(long, default_value = "bench-{i%100}")]
     pub channel: Template,
+    /// The HTTP version.
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// How the connections are spread.
     #[command(flatten)]
     pub spread: Spread,
@@ -127,9 +153,12 @@ impl ConnectArgs {
         if let Some(websocket) = websocket_url {
             check_scheme(protocol, websocket)?;
         }
+        let (http, streams_per_connection) = self.http.checked()?;
         let target = Target {
             endpoint,
             path: parse_path(&path)?,
+            http,
+            streams_per_connection,
             protocol,
             // Herald's SSE streams announce their subscription; a generic one does not.
             ready_event: (protocol == Protocol::Sse && self.protocol.is_none())
@@ -173,6 +202,9 @@ pub struct SubscribeArgs {
     /// wss:// URL.
     #[arg(long)]
     pub tls: bool,
+    /// The HTTP version.
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// How the connections are spread.
     #[command(flatten)]
     pub spread: Spread,
@@ -193,11 +225,14 @@ impl SubscribeArgs {
         if self.subscribers == 0 {
             return Err("--subscribers must be at least 1".into());
         }
+        let (http, streams_per_connection) = self.http.checked()?;
         let mut endpoint = url.endpoint;
         endpoint.tls |= self.tls;
         Ok(Target {
             endpoint,
             path: parse_path(&url.path)?,
+            http,
+            streams_per_connection,
             protocol,
             ready_event: None,
             channel: self.channel_name.clone(),
@@ -452,5 +487,32 @@ mod tests {
                 .contains("must contain {payload}")
         );
         assert!(refused(&["--url=http://127.0.0.1/", "--publish-header=nocolon"]).contains("Name"));
+        assert!(
+            refused(&["--url=http://127.0.0.1/", "--streams-per-connection=2"])
+                .contains("--http 2")
+        );
+    }
+
+    #[test]
+    fn chooses_the_http_version() {
+        let publish = "--publish-url=http://127.0.0.1/api/publish";
+        let target = |args: &[&str]| cli(&[args, &[publish]].concat()).subscribe.target();
+        let default = target(&["--url=ws://127.0.0.1/connection/websocket"]).unwrap();
+        assert_eq!(
+            (default.http, default.streams_per_connection),
+            (HttpVersion::Http1, 1)
+        );
+        let h2 = target(&[
+            "--url=wss://127.0.0.1/connection/websocket",
+            "--http=2",
+            "--streams-per-connection=8",
+        ])
+        .unwrap();
+        assert_eq!(
+            (h2.http, h2.streams_per_connection),
+            (HttpVersion::Http2, 8)
+        );
+        assert!(h2.endpoint.tls);
+        assert!(Cli::try_parse_from(["x", "--url=http://a/", "--http=3", publish]).is_err());
     }
 }

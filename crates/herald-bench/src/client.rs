@@ -1,9 +1,10 @@
-//! The lean clients: one socket (or TLS stream) per connection and hand-written
-//! requests. A connection counts as open once the server has subscribed it: an SSE
+//! The lean clients: over HTTP/1.1 one socket (or TLS stream) per connection and
+//! hand-written requests; over HTTP/2 one stream of an h2 connection (see
+//! `http2`). A connection counts as open once the server has subscribed it: an SSE
 //! stream's `200` head (and, if asked, a first event of a given type), a raw
-//! WebSocket's `101`, a Centrifuge WebSocket's replies to `connect` and
-//! `subscribe`. What happens next (reading deliveries, or holding the socket idle)
-//! is the caller's choice.
+//! WebSocket's `101` (HTTP/2: `200`), a Centrifuge WebSocket's replies to `connect`
+//! and `subscribe`. What happens next (reading deliveries, or holding the socket
+//! idle) is the caller's choice.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::dial::{Dialer, Io};
 use crate::http1::{self, Dechunker};
-use crate::target::{Protocol, Target};
+use crate::http2::Http2;
+use crate::target::{HttpVersion, Protocol, Target};
 use crate::ws;
 use crate::ws_frame::{FrameReader, Masks};
 
@@ -22,7 +24,7 @@ const MAX_OPENING_BYTES: usize = 64 * 1024;
 /// An open connection: the stream, the bytes read past what opening needed, and
 /// how to read the rest.
 pub struct Opened {
-    /// The socket or TLS stream.
+    /// The socket, TLS stream or HTTP/2 stream.
     pub io: Box<dyn Io>,
     /// Bytes read but not yet parsed.
     pub buffer: Vec<u8>,
@@ -51,18 +53,36 @@ pub enum Stream {
 /// Opens connections to one target.
 pub struct Connector {
     target: Target,
-    dialer: Dialer,
+    http: Http,
     sources: Vec<IpAddr>,
     timeout: Duration,
 }
 
+/// How subscribers reach the server.
+enum Http {
+    /// A connection each.
+    Http1(Dialer),
+    /// A stream each (boxed: its state is large, and there is one per worker).
+    Http2(Box<Http2>),
+}
+
 impl Connector {
-    /// A connector for `target`; connection `i` binds to `sources[i % len]` (the
-    /// kernel chooses when `sources` is empty); opening may take `timeout`.
-    pub fn new(target: Target, sources: Vec<IpAddr>, timeout: Duration) -> Result<Self, String> {
+    /// A connector for `target`, for a worker among `workers`; connection `i`
+    /// binds to `sources[i % len]` (the kernel chooses when `sources` is empty);
+    /// opening may take `timeout`.
+    pub fn new(
+        target: Target,
+        workers: u64,
+        sources: Vec<IpAddr>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let http = match target.http {
+            HttpVersion::Http1 => Http::Http1(Dialer::new(target.endpoint.clone(), target.http)?),
+            HttpVersion::Http2 => Http::Http2(Box::new(Http2::new(&target, workers)?)),
+        };
         Ok(Connector {
-            dialer: Dialer::new(target.endpoint.clone())?,
             target,
+            http,
             sources,
             timeout,
         })
@@ -88,28 +108,29 @@ impl Connector {
         path: &str,
         index: u64,
     ) -> Result<Opened, String> {
-        let mut io = self.dialer.dial(source).await?;
-        let authority = &self.target.endpoint.authority;
+        let mut masks = Masks::new(index);
+        let (mut io, mut buffer, chunked) = match &self.http {
+            Http::Http1(dialer) => {
+                let mut io = dialer.dial(source).await?;
+                let (buffer, chunked) = self.request_http1(&mut io, path, &mut masks).await?;
+                (io, buffer, chunked)
+            }
+            Http::Http2(http2) => {
+                let stream: Box<dyn Io> = Box::new(http2.open(source, index, path).await?);
+                (stream, Vec::new(), false)
+            }
+        };
         if self.target.protocol == Protocol::Sse {
-            let request = format!(
-                "GET {path} HTTP/1.1\r\nhost: {authority}\r\naccept: text/event-stream\r\ncache-control: no-cache\r\nuser-agent: herald-bench\r\n\r\n"
-            );
-            io.write_all(request.as_bytes())
-                .await
-                .map_err(|e| format!("write: {e}"))?;
-            let (head, mut buffer) = http1::read_head(&mut io, 200, |_| Ok(())).await?;
             if let Some(event) = &self.target.ready_event {
                 read_until_event(&mut io, &mut buffer, event).await?;
             }
-            let dechunker = head.chunked.then(Dechunker::default);
+            let dechunker = chunked.then(Dechunker::default);
             return Ok(Opened {
                 io,
                 buffer,
                 stream: Stream::Sse { dechunker },
             });
         }
-        let mut masks = Masks::new(index);
-        let mut buffer = ws::upgrade(&mut io, authority, path, &mut masks).await?;
         let mut frames = FrameReader::default();
         let centrifuge = self.target.protocol == Protocol::Centrifuge;
         if centrifuge {
@@ -126,6 +147,29 @@ impl Connector {
                 centrifuge,
             },
         })
+    }
+
+    /// Sends the HTTP/1.1 request that opens a subscriber (an SSE `GET` or a
+    /// WebSocket upgrade) and reads the response head; returns the bytes read after
+    /// it and whether the body is chunked.
+    async fn request_http1(
+        &self,
+        io: &mut Box<dyn Io>,
+        path: &str,
+        masks: &mut Masks,
+    ) -> Result<(Vec<u8>, bool), String> {
+        let authority = &self.target.endpoint.authority;
+        if self.target.protocol.is_websocket() {
+            return Ok((ws::upgrade(io, authority, path, masks).await?, false));
+        }
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nhost: {authority}\r\naccept: text/event-stream\r\ncache-control: no-cache\r\nuser-agent: herald-bench\r\n\r\n"
+        );
+        io.write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let (head, buffer) = http1::read_head(io, 200, |_| Ok(())).await?;
+        Ok((buffer, head.chunked))
     }
 }
 

@@ -72,6 +72,9 @@ pub struct FanoutArgs {
 struct FanoutResults {
     url: String,
     protocol: String,
+    /// `HTTP/1.1` or `HTTP/2`.
+    http: String,
+    streams_per_connection: u32,
     publish_url: String,
     subscribers: u64,
     channels: u64,
@@ -175,6 +178,8 @@ pub async fn run(args: FanoutArgs) -> Result<bool, String> {
     let results = FanoutResults {
         url: target.url(),
         protocol: target.protocol.to_string(),
+        http: target.http.to_string(),
+        streams_per_connection: target.streams_per_connection,
         publish_url: args.publish.publish_url.clone(),
         subscribers,
         channels: target.channels,
@@ -203,8 +208,13 @@ pub async fn run(args: FanoutArgs) -> Result<bool, String> {
             })
             .collect();
         let title = format!(
-            "{} {}: {} subscribers, {} channel(s), {} B",
-            results.protocol, results.url, subscribers, results.channels, results.size
+            "{} over {} {}: {} subscribers, {} channel(s), {} B",
+            results.protocol,
+            results.http,
+            results.url,
+            subscribers,
+            results.channels,
+            results.size
         );
         write_file(path, chart::svg(&title, &series))?;
     }
@@ -384,10 +394,11 @@ fn summary(results: &FanoutResults) -> String {
         .best_passing_deliveries_per_second
         .map_or("none".into(), |d| format!("{d:.0} deliveries/s"));
     format!(
-        "{} ({}), {} subscribers, {} channel(s), {} B payloads\n{}highest passing step \
-         (p99 ≤ {} ms, nothing lost): {best}\n",
+        "{} ({} over {}), {} subscribers, {} channel(s), {} B payloads\n{}highest passing \
+         step (p99 ≤ {} ms, nothing lost): {best}\n",
         results.url,
         results.protocol,
+        results.http,
         results.connect.held,
         results.channels,
         results.size,

@@ -44,6 +44,9 @@ pub struct IdleArgs {
 struct IdleResults {
     url: String,
     protocol: String,
+    /// `HTTP/1.1` or `HTTP/2`.
+    http: String,
+    streams_per_connection: u32,
     server_pid: u32,
     workers: u64,
     settle_seconds: f64,
@@ -128,6 +131,8 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     let results = IdleResults {
         url: target.url(),
         protocol: target.protocol.to_string(),
+        http: target.http.to_string(),
+        streams_per_connection: target.streams_per_connection,
         server_pid: args.server_pid,
         workers: args.connect.spread.workers,
         settle_seconds: args.settle.as_secs_f64(),
@@ -165,9 +170,11 @@ fn summary(results: &IdleResults) -> String {
         ]
     }));
     format!(
-        "{}\n{}{:.0} bytes of server RSS per idle connection (least squares, r² = {:.4}); \
-         {} KiB after closing all\n",
+        "{} ({} over {})\n{}{:.0} bytes of server RSS per idle connection (least squares, \
+         r² = {:.4}); {} KiB after closing all\n",
         results.url,
+        results.protocol,
+        results.http,
         table(
             &["connections", "RSS KiB", "growth KiB", "bytes/conn"],
             &rows

@@ -7,8 +7,8 @@
 //!   then whether each receives a probe.
 //! - `idle`: idle connections in steps; the server's memory per connection.
 //!
-//! Subscribers speak Herald's Centrifuge protocol, SSE or raw WebSocket and are
-//! held by worker processes (copies of this binary, see `worker`) so that a run
+//! Subscribers speak Herald's Centrifuge protocol, SSE or raw WebSocket, over
+//! HTTP/1.1 or HTTP/2, and are held by worker processes (copies of this binary, see `worker`) so that a run
 //! can exceed one process's open-file limit; the coordinating process publishes.
 
 mod args;
@@ -17,7 +17,9 @@ mod client;
 mod clock;
 mod dial;
 mod fanout;
+mod h2_stream;
 mod http1;
+mod http2;
 mod idle;
 mod latency;
 mod measure;

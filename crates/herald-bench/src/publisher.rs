@@ -19,7 +19,7 @@ use crate::clock;
 use crate::dial::{Dialer, Io};
 use crate::http1::{self, Dechunker};
 use crate::payload::{self, Marker};
-use crate::target::Endpoint;
+use crate::target::{Endpoint, HttpVersion};
 use crate::template::{Template, Vars};
 
 /// How long one publish request may take before it counts as failed.
@@ -140,7 +140,7 @@ pub struct Publisher {
 impl Publisher {
     /// Starts the pool's connections (each connects on its first publication).
     pub fn start(spec: PublishSpec) -> Result<Publisher, String> {
-        let dialer = Arc::new(Dialer::new(spec.endpoint.clone())?);
+        let dialer = Arc::new(Dialer::new(spec.endpoint.clone(), HttpVersion::Http1)?);
         let spec = Arc::new(spec);
         let (jobs, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(tokio::sync::Mutex::new(queue));

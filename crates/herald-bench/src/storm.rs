@@ -43,6 +43,9 @@ pub struct StormArgs {
 struct StormResults {
     url: String,
     protocol: String,
+    /// `HTTP/1.1` or `HTTP/2`.
+    http: String,
+    streams_per_connection: u32,
     publish_url: String,
     subscribers: u64,
     channels: u64,
@@ -116,6 +119,8 @@ pub async fn run(args: StormArgs) -> Result<bool, String> {
     let results = StormResults {
         url: target.url(),
         protocol: target.protocol.to_string(),
+        http: target.http.to_string(),
+        streams_per_connection: target.streams_per_connection,
         publish_url: args.publish.publish_url.clone(),
         subscribers,
         channels: target.channels,
@@ -142,13 +147,14 @@ fn summary(results: &StormResults) -> String {
         None => "NOT ALL".into(),
     };
     format!(
-        "{} ({}), {} subscribers on {} channel(s), all at once\n\
+        "{} ({} over {}), {} subscribers on {} channel(s), all at once\n\
          subscribed: {} in {:.2} s ({:.0}/s), {} failed; server RSS {} MiB, \
          server CPU {} s, tool CPU {:.2} s\n\
          probe: {} of {} received, {until_all}; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
          {} lost, {} duplicates, {} publish errors\n",
         results.url,
         results.protocol,
+        results.http,
         results.subscribers,
         results.channels,
         connect.held,

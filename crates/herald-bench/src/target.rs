@@ -1,6 +1,6 @@
-//! What to connect to: the server's endpoint (address, `Host`, TLS), the protocol
-//! subscribers speak, and the templates that give each connection its URL and
-//! channel.
+//! What to connect to: the server's endpoint (address, `Host`, TLS), the HTTP
+//! version and protocol subscribers speak, and the templates that give each
+//! connection its URL and channel.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -112,6 +112,27 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// The HTTP version subscribers speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum HttpVersion {
+    /// HTTP/1.1: one subscriber per connection; WebSockets by `Upgrade`.
+    #[value(name = "1.1")]
+    Http1,
+    /// HTTP/2: h2 over TLS (ALPN) or h2c with prior knowledge; WebSockets by
+    /// extended CONNECT (RFC 8441).
+    #[value(name = "2")]
+    Http2,
+}
+
+impl fmt::Display for HttpVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HttpVersion::Http1 => "HTTP/1.1",
+            HttpVersion::Http2 => "HTTP/2",
+        })
+    }
+}
+
 /// The server end of every connection of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
@@ -119,6 +140,10 @@ pub struct Target {
     pub endpoint: Endpoint,
     /// Path and query of each request: `{i}`, `{i%K}`, `{c}`, `{channel}`.
     pub path: Template,
+    /// The HTTP version connections speak.
+    pub http: HttpVersion,
+    /// HTTP/2: subscribers sharing one connection (HTTP/1.1: always 1).
+    pub streams_per_connection: u32,
     /// What each connection speaks once open.
     pub protocol: Protocol,
     /// SSE only: an event type that must arrive before the stream counts as open
@@ -167,7 +192,10 @@ impl Target {
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}", self.url(), self.protocol)?;
+        write!(f, "{} ({} over {}", self.url(), self.protocol, self.http)?;
+        if self.streams_per_connection > 1 {
+            write!(f, ", {} per connection", self.streams_per_connection)?;
+        }
         if self.protocol == Protocol::Centrifuge
             || self.path.uses(crate::template::Placeholder::Channel)
         {
@@ -235,6 +263,8 @@ mod tests {
         let target = Target {
             endpoint: Endpoint::new("127.0.0.1:80", false).unwrap(),
             path: "/sub/{channel}?i={i}".parse().unwrap(),
+            http: HttpVersion::Http1,
+            streams_per_connection: 1,
             protocol: Protocol::Sse,
             ready_event: None,
             channel: "bench-{c}".parse().unwrap(),
@@ -244,7 +274,7 @@ mod tests {
         assert_eq!(target.path_of(7), "/sub/bench-1?i=7");
         assert_eq!(
             target.to_string(),
-            "http://127.0.0.1:80/sub/{channel}?i={i} (sse, channel bench-{c})"
+            "http://127.0.0.1:80/sub/{channel}?i={i} (sse over HTTP/1.1, channel bench-{c})"
         );
     }
 }

@@ -1,6 +1,7 @@
-//! The TLS client: rustls with the aws-lc-rs provider, offering only `http/1.1`, and
-//! accepting whatever certificate the server shows (benchmarks run against
-//! self-signed certificates; handshake signatures are still checked).
+//! The TLS client: rustls with the aws-lc-rs provider, offering one ALPN protocol
+//! (`http/1.1` or `h2`, as the run asks), and accepting whatever certificate the
+//! server shows (benchmarks run against self-signed certificates; handshake
+//! signatures are still checked).
 
 use std::sync::Arc;
 
@@ -9,15 +10,15 @@ use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signat
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-/// A client configuration for benchmark connections.
-pub fn client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
+/// A client configuration for benchmark connections offering `alpn`.
+pub fn client_config(alpn: &[u8]) -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -146,9 +146,11 @@ async fn work(
         rlimit::increase_nofile_limit(u64::MAX).map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
     let connector = Rc::new(Connector::new(
         plan.target.clone(),
+        plan.workers,
         plan.sources.clone(),
         plan.timeout,
     )?);
+    let streams_per_socket = u64::from(plan.target.streams_per_connection.max(1));
     let tally = Rc::new(RefCell::new(Tally::new(plan.target.channels)));
     let mut holder = Holder {
         plan,
@@ -172,7 +174,8 @@ async fn work(
         let command = serde_json::from_str(&line).map_err(|e| format!("bad command: {e}"))?;
         match command {
             Command::Hold { count } => {
-                if count as u64 + SPARE_FILES > file_limit {
+                let sockets = (count as u64).div_ceil(streams_per_socket);
+                if sockets + SPARE_FILES > file_limit {
                     return Err(format!(
                         "{count} connections need more open files than this process may \
                          have ({file_limit}); use more --workers"

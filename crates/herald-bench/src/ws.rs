@@ -1,6 +1,7 @@
 //! Opening WebSockets: the HTTP/1.1 upgrade written by hand on the raw stream
-//! (plain or TLS) and, for the Centrifuge client protocol (JSON), `connect` and
-//! `subscribe` sent as masked text frames with both replies awaited.
+//! (plain or TLS; HTTP/2's extended CONNECT is in `http2`) and, for the Centrifuge
+//! client protocol (JSON), `connect` and `subscribe` sent as masked text frames
+//! with both replies awaited.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
