@@ -29,6 +29,7 @@
 #   QUICK                 1 for a short run [0]
 #   PROTOCOLS             subscriber transports for fanout/many/storm: ws, sse [ws]
 #   OUT                   results directory [target/bench/race]
+#   HERALD_ARGS           extra arguments for Herald, e.g. "--write-coalesce 0s" []
 #   HERALD_COMMIT         recorded as Herald's commit [git rev-parse HEAD, +dirty
 #                         when crates/ differ from it]
 #   BUILD                 0 to use already built binaries [1]
@@ -254,6 +255,8 @@ start_server() {
             args+=(--tls-cert "$SCRATCH/cert.pem" --tls-key "$SCRATCH/key.pem")
             scheme=https
         fi
+        # shellcheck disable=SC2206 # HERALD_ARGS is a list of words
+        args+=(${HERALD_ARGS:-})
         HERALD_LOG=warn "$BIN/herald" "${args[@]}" >>"$log" 2>&1 &
         SERVER_PID=$!
         wait_up "$scheme://127.0.0.1:$HERALD_PORT/healthz" "$log"
@@ -579,7 +582,7 @@ fi
     echo "  \"max_p99\": \"$MAX_P99\", \"duration\": \"$DURATION\", \"warmup\": \"$WARMUP\","
     echo "  \"workers\": $WORKERS, \"idle_steps\": \"$IDLE_STEPS\","
     echo "  \"fanout_cpu_deliveries\": $FANOUT_CPU_DELIVERIES, \"many_cpu_rate\": $MANY_CPU_RATE,"
-    echo "  \"herald_commit\": \"$HERALD_COMMIT\","
+    echo "  \"herald_commit\": \"$HERALD_COMMIT\", \"herald_args\": \"${HERALD_ARGS:-}\","
     echo "  \"nginx\": \"$(nginx -v 2>&1 | sed 's/^nginx version: //')\","
     echo "  \"nchan\": \"$(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null)\","
     echo "  \"pushpin\": \"$(dpkg-query -W -f='${Version}' pushpin 2>/dev/null)\","

@@ -105,7 +105,8 @@ def main(out):
         end = "?"
     w.append(f"- Load average (1, 5, 15 min) at start {meta.get('loadavg_at_start', '?')}, "
              f"at end {end}: anything else running on the 2 cores distorts the figures")
-    w.append(f"- Herald: commit {meta.get('herald_commit', '?')}, {meta.get('rustc', '?')}")
+    extra = f", run with `{meta['herald_args']}`" if meta.get("herald_args") else ""
+    w.append(f"- Herald: commit {meta.get('herald_commit', '?')}, {meta.get('rustc', '?')}{extra}")
     w.append(f"- nginx {meta.get('nginx', '?')}, libnginx-mod-nchan {meta.get('nchan', '?')} "
              "(2 workers)")
     w.append(f"- Pushpin {meta.get('pushpin', '?')} with condure {meta.get('condure', '?')} "

@@ -74,7 +74,7 @@ impl Default for ServerConfig {
             heartbeat: Duration::from_secs(15),
             client_queue_max_bytes: 1024 * 1024,
             write_timeout: Duration::from_secs(10),
-            write_coalesce: Duration::from_millis(5),
+            write_coalesce: Duration::from_millis(20),
             shutdown_timeout: Duration::from_secs(10),
             max_channels_per_stream: 64,
             max_request_body: 1024 * 1024,

@@ -117,7 +117,7 @@ pub struct Cli {
     pub write_timeout: Option<Duration>,
     /// Write-coalescing window: a connection writes at most once per window; later
     /// messages wait (at most this long) and go out together (0: each at once)
-    /// [default: 5ms].
+    /// [default: 20ms].
     #[arg(long, env = "HERALD_WRITE_COALESCE", value_parser = duration::parse)]
     pub write_coalesce: Option<Duration>,
     /// Largest publication in bytes [default: 65536].
