@@ -41,8 +41,15 @@ where
     match Box::pin(begin(io, &ctx, peer)).await {
         Some(Opened::Sse(io, stream)) => stream_sse(io, &ctx, stream).await,
         Some(Opened::WebSocket(io)) => Box::pin(ws::serve(io, ctx, HttpVersion::Http1)).await,
-        Some(Opened::UniWebSocket(io, connect)) => {
-            Box::pin(uni::serve_websocket(io, ctx, HttpVersion::Http1, connect)).await
+        Some(Opened::UniWebSocket(io, connect, head)) => {
+            Box::pin(uni::serve_websocket(
+                io,
+                ctx,
+                HttpVersion::Http1,
+                connect,
+                Some(head),
+            ))
+            .await
         }
         None => {}
     }
@@ -55,9 +62,9 @@ enum Opened<S> {
     /// A WebSocket whose `101` was written; the stream replays any bytes the client
     /// sent right after its request.
     WebSocket(Prefixed<S>),
-    /// A unidirectional WebSocket whose `101` was written, with the connect
-    /// request from its URL, if any.
-    UniWebSocket(Prefixed<S>, Option<ConnectRequest>),
+    /// A unidirectional WebSocket, with the connect request from its URL, if any,
+    /// and its `101`, not yet written: it goes out with the connect result.
+    UniWebSocket(Prefixed<S>, Option<ConnectRequest>, Vec<u8>),
 }
 
 /// Reads the request head. SSE and WebSocket requests are opened and returned for
@@ -93,13 +100,12 @@ where
                     Ok((head, connect))
                 });
             match accepted {
-                Ok((head, connect)) => {
+                Ok((head, connect)) if uni => {
+                    Some(Opened::UniWebSocket(Prefixed::new(rest, io), connect, head))
+                }
+                Ok((head, _)) => {
                     write(&mut io, ctx, Bytes::from(head)).await.ok()?;
-                    let io = Prefixed::new(rest, io);
-                    Some(match uni {
-                        true => Opened::UniWebSocket(io, connect),
-                        false => Opened::WebSocket(io),
-                    })
+                    Some(Opened::WebSocket(Prefixed::new(rest, io)))
                 }
                 Err(refusal) => {
                     let mut response = refusal.into_response();

@@ -288,7 +288,7 @@ fn websocket_upgrade(
                 match kind {
                     WebSocketKind::Bidirectional => ws::serve(io, ctx, version).await,
                     WebSocketKind::Uni(connect) => {
-                        uni::serve_websocket(io, ctx, version, connect).await
+                        uni::serve_websocket(io, ctx, version, connect, None).await
                     }
                 }
             }

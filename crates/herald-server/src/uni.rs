@@ -125,6 +125,8 @@ fn new_session(ctx: &Arc<Context>, transport: Transport, version: HttpVersion) -
 
 /// Runs a unidirectional WebSocket on an established stream; `connect` is the
 /// request from the URL, if it had one (else the first message must be it).
+/// `head` is the `101` response when the caller left it to be written here: it
+/// then goes out with the connect result, one write for the whole opening.
 ///
 /// Not an `async fn`, for the reason given at [`ws::serve`]: the idle future keeps
 /// one copy of the stream, the reader and the session.
@@ -133,6 +135,7 @@ pub fn serve_websocket<S>(
     ctx: Arc<Context>,
     version: HttpVersion,
     connect: Option<ConnectRequest>,
+    head: Option<Vec<u8>>,
 ) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -141,7 +144,7 @@ where
     let mut session = new_session(&ctx, Transport::UniWebSocket, version);
     let mut io = io;
     async move {
-        let end = run_websocket(&mut io, &mut reader, &mut session, connect).await;
+        let end = run_websocket(&mut io, &mut reader, &mut session, connect, head).await;
         // The session ends (metrics, presence) before any wait for the client.
         drop(session);
         end.finish(&mut io).await;
@@ -153,6 +156,7 @@ async fn run_websocket<S>(
     reader: &mut FrameReader,
     session: &mut ClientSession,
     connect: Option<ConnectRequest>,
+    head: Option<Vec<u8>>,
 ) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -162,9 +166,13 @@ where
         connected = true;
         // Boxed, as below.
         let output = Box::pin(session.connect_unidirectional(connect)).await;
-        if let Some(end) = write(io, session, output).await {
+        if let Some(end) = write(io, session, output, head).await {
             return end;
         }
+    } else if let Some(head) = head
+        && !ws::send(io, session, &head).await
+    {
+        return End::Done;
     }
     loop {
         let output = tokio::select! {
@@ -196,15 +204,21 @@ where
                 None => continue,
             },
         };
-        if let Some(end) = write(io, session, output).await {
+        if let Some(end) = write(io, session, output, None).await {
             return end;
         }
     }
 }
 
-/// Writes a session output, one WebSocket message per push; a close sends the
-/// `disconnect` push, then the close frame. `Some` once the connection is done.
-async fn write<S>(io: &mut S, session: &ClientSession, output: Output) -> Option<End>
+/// Writes a session output (after `head`, if any), one WebSocket message per push;
+/// a close sends the `disconnect` push, then the close frame. `Some` once the
+/// connection is done.
+async fn write<S>(
+    io: &mut S,
+    session: &ClientSession,
+    output: Output,
+    head: Option<Vec<u8>>,
+) -> Option<End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -213,7 +227,7 @@ where
         .as_ref()
         .map(|close| session.disconnect_message(close));
     // Pushes are small; one buffer of frames makes one write.
-    let mut frames = Vec::new();
+    let mut frames = head.unwrap_or_default();
     for frame in output.frame.iter().chain(disconnect.as_ref()) {
         for message in frame.split(|b| *b == b'\n').filter(|m| !m.is_empty()) {
             ws_frame::encode_frame(&mut frames, OpCode::Text, message);
