@@ -17,7 +17,7 @@
 #   fanout  one channel x FANOUT_SUBSCRIBERS, FANOUT_SIZES-byte messages: the highest
 #           deliveries/s with p99 <= MAX_P99 and no loss (a ladder of rates), then
 #           server CPU per delivery at one offered load common to all servers
-#           (FANOUT_CPU_DELIVERIES deliveries/s)
+#           (each of FANOUT_CPU_DELIVERIES deliveries/s)
 #   many    MANY_CHANNELS channels x 1 subscriber, publishes spread over them:
 #           the same two figures (ladder, then MANY_CPU_RATE publishes/s)
 #   storm   STORM_SUBSCRIBERS clients connecting and subscribing at once: time
@@ -43,7 +43,8 @@
 #   FANOUT_DELIVERIES     ladder in deliveries/s, turned into publish rates per size
 #                         [10000,20000,50000,100000,200000,500000,1000000,2000000,5000000]
 #                         QUICK [20000,100000,500000,2000000]
-#   FANOUT_CPU_DELIVERIES common offered load for the CPU figure [100000]
+#   FANOUT_CPU_DELIVERIES common offered loads for the CPU figure, deliveries/s
+#                         [100000,200000]
 #   MANY_CHANNELS         [10000]
 #   MANY_RATES            publishes/s [500,1000,2000,5000,10000,20000,50000];
 #                         QUICK [1000,5000,20000]
@@ -83,7 +84,7 @@ MAX_P99="${MAX_P99:-50ms}"
 LADDER_RETRY="${LADDER_RETRY:-1}"
 IDLE_VARIANTS="${IDLE_VARIANTS:-ws,sse,ws-tls,sse-tls}"
 FANOUT_SUBSCRIBERS="${FANOUT_SUBSCRIBERS:-1000,10000}"
-FANOUT_CPU_DELIVERIES="${FANOUT_CPU_DELIVERIES:-100000}"
+FANOUT_CPU_DELIVERIES="${FANOUT_CPU_DELIVERIES:-100000,200000}"
 MANY_CHANNELS="${MANY_CHANNELS:-10000}"
 MANY_CPU_RATE="${MANY_CPU_RATE:-2000}"
 PUBLISH_CONNECTIONS="${PUBLISH_CONNECTIONS:-4}"
@@ -513,11 +514,15 @@ workload_fanout() {
                 ladder_run "$server" fanout "$variant" "$subscribers" 1 "$size" \
                     "$(ladder "$subscribers")" "$PUBLISH_CONNECTIONS"
                 # CPU per delivery at one load common to every server.
-                local rate=$((FANOUT_CPU_DELIVERIES / subscribers))
-                [ "$rate" -ge 1 ] || rate=1
+                local rates="" load rate
+                for load in $(csv "$FANOUT_CPU_DELIVERIES"); do
+                    rate=$((load / subscribers))
+                    [ "$rate" -ge 1 ] || rate=1
+                    rates="${rates:+$rates,}$rate"
+                done
                 start_server "$server" 0
                 target "$server" "$transport" 0
-                fanout_run "$server" fanout-cpu "$variant" "$subscribers" 1 "$size" "$rate" \
+                fanout_run "$server" fanout-cpu "$variant" "$subscribers" 1 "$size" "$rates" \
                     --publish-connections "$PUBLISH_CONNECTIONS" --max-p99 "$MAX_P99"
                 stop_server
             done
@@ -581,7 +586,7 @@ fi
     echo "  \"servers\": \"$SERVERS\", \"workloads\": \"$WORKLOADS\", \"protocols\": \"$PROTOCOLS\","
     echo "  \"max_p99\": \"$MAX_P99\", \"duration\": \"$DURATION\", \"warmup\": \"$WARMUP\","
     echo "  \"workers\": $WORKERS, \"idle_steps\": \"$IDLE_STEPS\","
-    echo "  \"fanout_cpu_deliveries\": $FANOUT_CPU_DELIVERIES, \"many_cpu_rate\": $MANY_CPU_RATE,"
+    echo "  \"fanout_cpu_deliveries\": \"$FANOUT_CPU_DELIVERIES\", \"many_cpu_rate\": $MANY_CPU_RATE,"
     echo "  \"herald_commit\": \"$HERALD_COMMIT\", \"herald_args\": \"${HERALD_ARGS:-}\","
     echo "  \"nginx\": \"$(nginx -v 2>&1 | sed 's/^nginx version: //')\","
     echo "  \"nchan\": \"$(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null)\","

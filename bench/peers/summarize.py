@@ -222,22 +222,24 @@ def main(out):
             w.append("")
             w.extend(header("scenario @ deliveries/s", False))
             for variant in cpu_vs:
-                values, load, flags = {}, None, []
-                for s in servers:
-                    run = find(s, workload + "-cpu", variant)
-                    doc = run and run["doc"]
-                    steps = (doc or {}).get("steps") or []
-                    if steps:
-                        step = steps[0]
-                        values[s] = step.get("server_cpu_us_per_delivery")
-                        load = load or (step.get("rate", 0) * (doc.get("subscribers", 0)
-                                        // max(doc.get("channels", 1), 1)))
-                        if not step.get("pass"):
-                            p99 = (step.get("latency_ms") or {}).get("p99")
-                            flags.append(f"{NAMES[s]} did not pass: p99 {num(p99, 1)} ms, "
-                                         f"{step.get('lost', 0):,} lost")
-                label = f"{variant} @ {num(load)}/s" + (f" ({'; '.join(flags)})" if flags else "")
-                w.append(row(label, values, lambda x: num(x, 2)))
+                docs = {s: (find(s, workload + "-cpu", variant) or {}).get("doc") for s in servers}
+                # One row per offered load (step); every server ran the same rates.
+                loads = max(len((d or {}).get("steps") or []) for d in docs.values())
+                for at in range(loads):
+                    values, load, flags = {}, None, []
+                    for s, doc in docs.items():
+                        steps = (doc or {}).get("steps") or []
+                        if at < len(steps):
+                            step = steps[at]
+                            values[s] = step.get("server_cpu_us_per_delivery")
+                            load = load or (step.get("rate", 0) * (doc.get("subscribers", 0)
+                                            // max(doc.get("channels", 1), 1)))
+                            if not step.get("pass"):
+                                p99 = (step.get("latency_ms") or {}).get("p99")
+                                flags.append(f"{NAMES[s]} did not pass: p99 {num(p99, 1)} ms, "
+                                             f"{step.get('lost', 0):,} lost")
+                    label = f"{variant} @ {num(load)}/s" + (f" ({'; '.join(flags)})" if flags else "")
+                    w.append(row(label, values, lambda x: num(x, 2)))
             w.append("")
         if fails:
             w.append("Where each ladder stopped:")
