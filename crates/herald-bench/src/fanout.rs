@@ -14,7 +14,7 @@ use crate::clock;
 use crate::latency::{self, Summary};
 use crate::measure::{self, Connected, CpuUsed, Usage};
 use crate::publisher::Publisher;
-use crate::report::{table, write_file};
+use crate::report::{Scenario, table, write_file};
 use crate::worker::{Mode, Workers};
 
 /// A step's publishing starts this long after it is planned, so the first
@@ -70,17 +70,9 @@ pub struct FanoutArgs {
 /// The JSON written by `--json`.
 #[derive(Debug, Serialize)]
 struct FanoutResults {
-    url: String,
-    protocol: String,
-    /// `HTTP/1.1` or `HTTP/2`.
-    http: String,
-    streams_per_connection: u32,
-    publish_url: String,
-    subscribers: u64,
-    channels: u64,
+    #[serde(flatten)]
+    scenario: Scenario,
     size: usize,
-    workers: u64,
-    server_pid: Option<u32>,
     duration_seconds: f64,
     warmup_seconds: f64,
     max_p99_ms: f64,
@@ -176,16 +168,14 @@ pub async fn run(args: FanoutArgs) -> Result<bool, String> {
             Some(best.map_or(d, |b| b.max(d)))
         });
     let results = FanoutResults {
-        url: target.url(),
-        protocol: target.protocol.to_string(),
-        http: target.http.to_string(),
-        streams_per_connection: target.streams_per_connection,
-        publish_url: args.publish.publish_url.clone(),
-        subscribers,
-        channels: target.channels,
+        scenario: Scenario::new(
+            &target,
+            &args.publish.publish_url,
+            subscribers,
+            args.subscribe.spread.workers,
+            server,
+        ),
         size: args.publish.size,
-        workers: args.subscribe.spread.workers,
-        server_pid: server,
         duration_seconds: args.duration.as_secs_f64(),
         warmup_seconds: args.warmup.as_secs_f64(),
         max_p99_ms: args.max_p99.as_secs_f64() * 1000.0,
@@ -209,11 +199,11 @@ pub async fn run(args: FanoutArgs) -> Result<bool, String> {
             .collect();
         let title = format!(
             "{} over {} {}: {} subscribers, {} channel(s), {} B",
-            results.protocol,
-            results.http,
-            results.url,
+            results.scenario.protocol,
+            results.scenario.http,
+            results.scenario.url,
             subscribers,
-            results.channels,
+            results.scenario.channels,
             results.size
         );
         write_file(path, chart::svg(&title, &series))?;
@@ -396,11 +386,11 @@ fn summary(results: &FanoutResults) -> String {
     format!(
         "{} ({} over {}), {} subscribers, {} channel(s), {} B payloads\n{}highest passing \
          step (p99 ≤ {} ms, nothing lost): {best}\n",
-        results.url,
-        results.protocol,
-        results.http,
+        results.scenario.url,
+        results.scenario.protocol,
+        results.scenario.http,
         results.connect.held,
-        results.channels,
+        results.scenario.channels,
         results.size,
         table(
             &[

@@ -1,10 +1,60 @@
-//! Results: the least-squares fit of memory against connections, the printed
-//! table, and result files.
+//! Results: the scenario a fan-out or storm result file starts with, the
+//! least-squares fit of memory against connections, the printed table, and
+//! result files.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
+
+use crate::target::Target;
+
+/// What the JSON of a fan-out or storm run starts with: where the subscribers
+/// went, how, and how many.
+#[derive(Debug, Serialize)]
+pub struct Scenario {
+    /// The subscribe URL template.
+    pub url: String,
+    /// The subscriber protocol.
+    pub protocol: String,
+    /// `HTTP/1.1` or `HTTP/2`.
+    pub http: String,
+    /// Subscribers per HTTP/2 connection.
+    pub streams_per_connection: u32,
+    /// The publish URL template.
+    pub publish_url: String,
+    /// Subscribers asked for.
+    pub subscribers: u64,
+    /// Channels they spread over.
+    pub channels: u64,
+    /// Worker processes holding them.
+    pub workers: u64,
+    /// The measured server.
+    pub server_pid: Option<u32>,
+}
+
+impl Scenario {
+    /// The scenario of `subscribers` on `target`, published to at `publish_url`.
+    pub fn new(
+        target: &Target,
+        publish_url: &str,
+        subscribers: u64,
+        workers: u64,
+        server_pid: Option<u32>,
+    ) -> Scenario {
+        Scenario {
+            url: target.url(),
+            protocol: target.protocol.to_string(),
+            http: target.http.to_string(),
+            streams_per_connection: target.streams_per_connection,
+            publish_url: publish_url.to_owned(),
+            subscribers,
+            channels: target.channels,
+            workers,
+            server_pid,
+        }
+    }
+}
 
 /// A straight line fitted to points by least squares.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

@@ -12,7 +12,7 @@ use crate::clock;
 use crate::latency::Summary;
 use crate::measure::{self, Connected, CpuUsed, Usage};
 use crate::publisher::Publisher;
-use crate::report::write_file;
+use crate::report::{Scenario, write_file};
 use crate::worker::{Mode, Workers};
 
 /// Options of `herald-bench storm`.
@@ -41,16 +41,8 @@ pub struct StormArgs {
 /// The JSON written by `--json`.
 #[derive(Debug, Serialize)]
 struct StormResults {
-    url: String,
-    protocol: String,
-    /// `HTTP/1.1` or `HTTP/2`.
-    http: String,
-    streams_per_connection: u32,
-    publish_url: String,
-    subscribers: u64,
-    channels: u64,
-    workers: u64,
-    server_pid: Option<u32>,
+    #[serde(flatten)]
+    scenario: Scenario,
     /// Opening all subscribers at once.
     connect: Connected,
     /// One probe per channel.
@@ -117,15 +109,13 @@ pub async fn run(args: StormArgs) -> Result<bool, String> {
         && probe.unexpected == 0
         && probe.publish_errors == 0;
     let results = StormResults {
-        url: target.url(),
-        protocol: target.protocol.to_string(),
-        http: target.http.to_string(),
-        streams_per_connection: target.streams_per_connection,
-        publish_url: args.publish.publish_url.clone(),
-        subscribers,
-        channels: target.channels,
-        workers: args.subscribe.spread.workers,
-        server_pid: server,
+        scenario: Scenario::new(
+            &target,
+            &args.publish.publish_url,
+            subscribers,
+            args.subscribe.spread.workers,
+            server,
+        ),
         connect,
         probe,
     };
@@ -152,11 +142,11 @@ fn summary(results: &StormResults) -> String {
          server CPU {} s, tool CPU {:.2} s\n\
          probe: {} of {} received, {until_all}; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
          {} lost, {} duplicates, {} publish errors\n",
-        results.url,
-        results.protocol,
-        results.http,
-        results.subscribers,
-        results.channels,
+        results.scenario.url,
+        results.scenario.protocol,
+        results.scenario.http,
+        results.scenario.subscribers,
+        results.scenario.channels,
         connect.held,
         connect.seconds,
         connect.per_second,
