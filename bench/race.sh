@@ -21,7 +21,11 @@
 #   many    MANY_CHANNELS channels x 1 subscriber, publishes spread over them:
 #           the same two figures (ladder, then MANY_CPU_RATE publishes/s)
 #   storm   STORM_SUBSCRIBERS clients connecting and subscribing at once: time
-#           until all are subscribed
+#           until all are subscribed. Over ws, Herald also runs ws-one-request:
+#           its /connection/uni_websocket with a token per client in the URL
+#           (herald-bench's {token}), which connects and subscribes in one request
+#           as nchan's and Pushpin's bare WebSockets do; the summary sets it
+#           against their ws rows
 #
 # Environment (defaults in brackets):
 #   SERVERS               herald,nchan,pushpin
@@ -112,6 +116,8 @@ else
 fi
 
 API_KEY="race-$$"
+# Herald verifies the tokens herald-bench mints with it (ws-one-request).
+TOKEN_SECRET="race-token-$$"
 HERALD_PORT=18000
 NCHAN_PORT=18080
 NCHAN_TLS_PORT=18443
@@ -250,7 +256,7 @@ start_server() {
     herald)
         wait_ports_free "$HERALD_PORT"
         local args=(--listen "127.0.0.1:$HERALD_PORT" --allow-anonymous
-            --allow-anonymous-connect --api-key "$API_KEY")
+            --allow-anonymous-connect --api-key "$API_KEY" --token-hmac-secret "$TOKEN_SECRET")
         local scheme=http
         if [ "$tls" = 1 ]; then
             args+=(--tls-cert "$SCRATCH/cert.pem" --tls-key "$SCRATCH/key.pem")
@@ -308,22 +314,33 @@ start_server() {
 
 # ---------------------------------------------------------------- targets
 
-# Sets, for server $1, transport $2 (ws|sse), TLS $3: PROTO, SUB_URL (with
-# {channel}), CHANNEL_ARGS (for the Centrifuge protocol), PUB_URL, PUB_BODY,
-# PUB_HEADERS (array of --publish-header arguments).
+# Sets, for server $1, transport $2 (ws|sse; Herald also ws-one-request), TLS
+# $3: PROTO, SUB_URL (with {channel} or {token}), PUB_URL, PUB_BODY, PUB_HEADERS
+# (array of --publish-header arguments), TOKEN_ARGS (array: --token-secret for
+# a SUB_URL with {token}).
 target() {
     local server="$1" transport="$2" tls="$3" s=""
     [ "$tls" = 1 ] && s=s
     PUB_HEADERS=()
+    TOKEN_ARGS=()
     case "$server" in
     herald)
-        if [ "$transport" = ws ]; then
+        case "$transport" in
+        ws)
             PROTO=centrifuge
             SUB_URL="ws$s://127.0.0.1:$HERALD_PORT/connection/websocket"
-        else
+            ;;
+        ws-one-request)
+            # cf_connect={"token":"{token}"}, URL-encoded around the placeholder.
+            PROTO=ws
+            SUB_URL="ws$s://127.0.0.1:$HERALD_PORT/connection/uni_websocket?cf_connect=%7B%22token%22%3A%22{token}%22%7D"
+            TOKEN_ARGS=(--token-secret "$TOKEN_SECRET")
+            ;;
+        *)
             PROTO=sse
             SUB_URL="http$s://127.0.0.1:$HERALD_PORT/events?channel={channel}"
-        fi
+            ;;
+        esac
         PUB_URL="http$s://127.0.0.1:$HERALD_PORT/api/publish"
         PUB_BODY='{"channel":"{channel}","data":"{payload}"}'
         PUB_HEADERS=(--publish-header "X-API-Key: $API_KEY")
@@ -548,23 +565,32 @@ workload_many() {
 }
 
 workload_storm() {
-    local server="$1" transport concurrency n
+    local server="$1" transport concurrency n kind
     for transport in $(csv "$PROTOCOLS"); do
+        # Herald's WebSocket that connects and subscribes in one request, as the
+        # peers' do, besides its Centrifuge one (connect, then subscribe).
+        local kinds="$transport"
+        [ "$server" = herald ] && [ "$transport" = ws ] && kinds="ws ws-one-request"
         for concurrency in $(csv "$STORM_CONCURRENCY"); do
             local spread=()
             [ "$concurrency" = all ] || spread=(--concurrency "$concurrency")
             for n in $(seq "$STORM_REPEAT"); do
-                local variant="$transport-$STORM_SUBSCRIBERS-all-at-once-run$n"
-                [ "$concurrency" = all ] ||
-                    variant="$transport-$STORM_SUBSCRIBERS-$concurrency-at-a-time-run$n"
-                start_server "$server" 0
-                checked "$server" storm "$variant" "$transport" 0 || continue
-                target "$server" "$transport" 0
-                bench "$server" storm "$variant" storm --url "$SUB_URL" --protocol "$PROTO" \
-                    --subscribers "$STORM_SUBSCRIBERS" --channels "$STORM_CHANNELS" \
-                    --channel-name 'bench-{c}' --workers "$WORKERS" "${spread[@]}" \
-                    --publish-url "$PUB_URL" --publish-body "$PUB_BODY" "${PUB_HEADERS[@]}"
-                stop_server
+                for kind in $kinds; do
+                    local variant="$kind-$STORM_SUBSCRIBERS-all-at-once-run$n"
+                    [ "$concurrency" = all ] ||
+                        variant="$kind-$STORM_SUBSCRIBERS-$concurrency-at-a-time-run$n"
+                    start_server "$server" 0
+                    # (the check speaks the transport's usual protocol: check.mjs
+                    # mints no tokens; the storm's probe checks the rest)
+                    checked "$server" storm "$variant" "$transport" 0 || continue
+                    target "$server" "$kind" 0
+                    bench "$server" storm "$variant" storm --url "$SUB_URL" --protocol "$PROTO" \
+                        "${TOKEN_ARGS[@]}" --subscribers "$STORM_SUBSCRIBERS" \
+                        --channels "$STORM_CHANNELS" --channel-name 'bench-{c}' \
+                        --workers "$WORKERS" "${spread[@]}" \
+                        --publish-url "$PUB_URL" --publish-body "$PUB_BODY" "${PUB_HEADERS[@]}"
+                    stop_server
+                done
             done
         done
     done

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # CI smoke test of herald-bench against Herald: starts Herald on a free loopback
 # port, runs a short fanout over the Centrifuge WebSocket and one over SSE (two
-# rates, 2 s each, 200 subscribers), the same over HTTP/2 (h2c; one rate) and a
-# small storm, and fails loudly if any delivery is lost, duplicated or missing.
+# rates, 2 s each, 200 subscribers), the same over HTTP/2 (h2c; one rate), a
+# small storm, and a small storm over the WebSocket that connects and subscribes
+# in one request (uni_websocket, a token per client in the URL: {token}), and
+# fails loudly if any delivery is lost, duplicated or missing.
 # Not a measurement: the figures it prints are a sanity check on a shared CI
 # machine. Always stops the server it started.
 #
@@ -14,6 +16,7 @@
 #                     Either one not given is built first (cargo build --release).
 #   OUT               results, charts and the server's log
 #                     (default: ${CARGO_TARGET_DIR:-target}/bench/smoke)
+#   PORT              Herald's loopback port (default: a free one)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,14 +34,15 @@ OUT="${OUT:-${CARGO_TARGET_DIR:-$ROOT/target}/bench/smoke}"
 mkdir -p "$OUT"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+PORT="${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 KEY="smoke-$RANDOM$RANDOM"
+TOKEN_SECRET="smoke-token-$RANDOM$RANDOM"
 LOG="$OUT/herald.log"
 
 # shellcheck source=bench/start-herald.sh
 . "$ROOT/bench/start-herald.sh"
 start_herald "$LOG" "http://127.0.0.1:$PORT/healthz" "$HERALD_BIN" --listen "127.0.0.1:$PORT" \
-    --api-key "$KEY" --allow-anonymous --allow-anonymous-connect
+    --api-key "$KEY" --allow-anonymous --allow-anonymous-connect --token-hmac-secret "$TOKEN_SECRET"
 
 PUBLISH=(--publish-url "http://127.0.0.1:$PORT/api/publish"
     --publish-body '{"channel":"{channel}","data":"{payload}"}'
@@ -82,6 +86,12 @@ check "storm, Centrifuge WebSocket" \
     "$BENCH" storm --url "ws://127.0.0.1:$PORT/connection/websocket" --protocol centrifuge \
     --subscribers 1000 --channels 10 --workers 2 "${PUBLISH[@]}" \
     --json "$OUT/storm-centrifuge.json"
+# cf_connect={"token":"{token}"}, URL-encoded around the placeholder.
+UNI_URL="ws://127.0.0.1:$PORT/connection/uni_websocket?cf_connect=%7B%22token%22%3A%22{token}%22%7D"
+check "storm, WebSocket in one request (uni_websocket, a token per client)" \
+    "$BENCH" storm --url "$UNI_URL" --protocol ws --token-secret "$TOKEN_SECRET" \
+    --subscribers 300 --channels 10 --workers 2 "${PUBLISH[@]}" \
+    --json "$OUT/storm-uni-websocket.json"
 kill -0 "$HERALD_PID" 2>/dev/null || FAILED+=("herald exited during the benchmarks")
 
 echo "results in $OUT; server log $LOG" >&2

@@ -11,6 +11,9 @@ import sys
 
 NAMES = {"herald": "Herald", "nchan": "nginx+nchan", "pushpin": "Pushpin"}
 PEERS = ["nchan", "pushpin"]
+# A storm transport only Herald runs (its WebSocket that connects and subscribes in
+# one request), set against the peers' figures for the transport that follows it.
+ONE_REQUEST = ("ws-one-request-", "ws-")
 
 
 def load(path):
@@ -276,9 +279,9 @@ def main(out):
         for v in storm:
             groups.setdefault(v.rsplit("-run", 1)[0], []).append(v)
         w.extend(header("transport – subscribers", False))
-        notes = []
+        notes, figures = [], {}
         for group, vs in groups.items():
-            values = {}
+            values = figures[group] = {}
             for s in servers:
                 times, failed, all_times = [], [], []
                 for v in vs:
@@ -308,8 +311,22 @@ def main(out):
                     runs_time = [t for t in all_times if t is not None]
                     values[s] = (f"{statistics.median(runs_time):.2f} with " if runs_time else "") + \
                         "; ".join(failed)
+        one_request = False
+        for group, values in figures.items():
+            if group.startswith(ONE_REQUEST[0]):
+                one_request = True
+                peer_group = figures.get(ONE_REQUEST[1] + group[len(ONE_REQUEST[0]):], {})
+                values = {**values, **{p: peer_group.get(p) for p in peers}}
             w.append(row(group, values, lambda x: num(x, 2)))
         w.append("")
+        if one_request:
+            w.append("ws: Herald's Centrifuge WebSocket (after the upgrade, `connect` then "
+                     "`subscribe`: two more round trips). ws-one-request: Herald's "
+                     "`/connection/uni_websocket` with each client's own token in the URL "
+                     "(`cf_connect`), which connects and subscribes it in the upgrade request, "
+                     "as nchan's and Pushpin's bare WebSockets do; the peers' figures on that "
+                     "row are their ws figures.")
+            w.append("")
         for n in notes:
             w.append(f"- {n}")
         w.append("")
@@ -319,7 +336,8 @@ def main(out):
     w.append("")
     w.append("Each server is started fresh before each row (see bench/race.sh and "
              "bench/peers/): `herald --listen 127.0.0.1:18000 --allow-anonymous "
-             "--allow-anonymous-connect --api-key KEY [--tls-cert … --tls-key …]`; "
+             "--allow-anonymous-connect --api-key KEY --token-hmac-secret SECRET "
+             "[--tls-cert … --tls-key …]`; "
              "`nginx -p DIR -c DIR/nginx.conf` (bench/peers/nchan/nginx.conf); "
              "`nginx -p DIR -c DIR/origin.conf` and `pushpin --config DIR/pushpin.conf` "
              "(bench/peers/pushpin/). `--server-pid` is Herald's pid, the nginx master's, "

@@ -33,11 +33,13 @@ pub struct Spread {
 }
 
 impl Spread {
-    /// One plan per worker; `concurrency` applies unless --concurrency is given.
+    /// One plan per worker for a run of `connections` (the most held at once);
+    /// `concurrency` applies unless --concurrency is given.
     pub fn plans(
         &self,
         target: &Target,
         mode: Mode,
+        connections: u64,
         concurrency: u64,
     ) -> Result<Vec<Plan>, String> {
         let sources = match &self.sources {
@@ -60,6 +62,7 @@ impl Spread {
                 concurrency: per_worker,
                 timeout: self.connect_timeout,
                 mode,
+                connections,
             })
             .collect())
     }
@@ -88,6 +91,37 @@ impl HttpArgs {
     }
 }
 
+/// Tokens for `{token}`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// HMAC secret (the server's --token-hmac-secret) signing each connection's
+    /// `{token}`: an HS256 JWT for user `bench-{i}` that grants the connection's
+    /// channel and expires in a day, minted before any connection opens. Required
+    /// when the URL has `{token}`. A JWT (base64url and dots) needs no escaping in
+    /// a URL: Herald's WebSocket that connects and subscribes in one request is
+    /// `ws://127.0.0.1:8000/connection/uni_websocket?cf_connect=%7B%22token%22%3A%22{token}%22%7D`
+    /// (`cf_connect={"token":"{token}"}`, encoded around the placeholder) with
+    /// --protocol ws.
+    #[arg(long)]
+    pub token_secret: Option<String>,
+}
+
+impl TokenArgs {
+    /// The secret, checked against the URL's `path`: needed if and only if it has
+    /// `{token}`.
+    fn secret_for(&self, path: &Template) -> Result<Option<String>, String> {
+        match (path.uses(Placeholder::Token), &self.token_secret) {
+            (true, None) => Err(format!(
+                "{path}: {{token}} needs --token-secret (the server's HMAC secret)"
+            )),
+            (false, Some(_)) => {
+                Err("--token-secret is for URLs with {token}; this one has none".into())
+            }
+            (_, secret) => Ok(secret.clone()),
+        }
+    }
+}
+
 /// Where and how `idle` opens connections.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
@@ -96,7 +130,8 @@ pub struct ConnectArgs {
     /// `ws://127.0.0.1:8000/connection/websocket` (Centrifuge), or with --protocol
     /// sse|ws any server's, e.g. `http://127.0.0.1:8080/sub/{channel}`; `{i}` is
     /// the connection's index, `{i%K}` that index modulo K, `{channel}` its
-    /// channel (--channel); `https://` and `wss://` speak TLS.
+    /// channel (--channel), `{token}` its token (--token-secret); `https://` and
+    /// `wss://` speak TLS.
     #[arg(long, conflicts_with_all = ["target", "path"], required_unless_present = "target")]
     pub url: Option<String>,
     /// Server as HOST:PORT (instead of --url).
@@ -122,6 +157,9 @@ pub struct ConnectArgs {
     /// `{channel}` in the URL.
     #[arg(long, default_value = "bench-{i%100}")]
     pub channel: Template,
+    /// Tokens for `{token}`.
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// The HTTP version.
     #[command(flatten)]
     pub http: HttpArgs,
@@ -154,9 +192,11 @@ impl ConnectArgs {
             check_scheme(protocol, websocket)?;
         }
         let (http, streams_per_connection) = self.http.checked()?;
+        let path = parse_path(&path)?;
         let target = Target {
             endpoint,
-            path: parse_path(&path)?,
+            token_secret: self.token.secret_for(&path)?,
+            path,
             http,
             streams_per_connection,
             protocol,
@@ -182,7 +222,8 @@ pub struct SubscribeArgs {
     /// `http://127.0.0.1:8000/events?channel={channel}` (Herald, SSE),
     /// `http://127.0.0.1:8080/sub/{channel}` (nchan); `{channel}` is the
     /// subscriber's channel name, `{c}` its index, `{i}` the subscriber's index,
-    /// `{i%K}` that modulo K; `https://` and `wss://` speak TLS.
+    /// `{i%K}` that modulo K, `{token}` its token (--token-secret); `https://` and
+    /// `wss://` speak TLS.
     #[arg(long)]
     pub url: String,
     /// What the subscribers speak. [default: centrifuge for ws:// and wss:// URLs,
@@ -198,6 +239,9 @@ pub struct SubscribeArgs {
     /// Name of channel c (`{c}`).
     #[arg(long, default_value = "bench-{c}")]
     pub channel_name: Template,
+    /// Tokens for `{token}`.
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// Speak TLS (rustls, any certificate accepted); implied by an https:// or
     /// wss:// URL.
     #[arg(long)]
@@ -228,9 +272,11 @@ impl SubscribeArgs {
         let (http, streams_per_connection) = self.http.checked()?;
         let mut endpoint = url.endpoint;
         endpoint.tls |= self.tls;
+        let path = parse_path(&url.path)?;
         Ok(Target {
             endpoint,
-            path: parse_path(&url.path)?,
+            token_secret: self.token.secret_for(&path)?,
+            path,
             http,
             streams_per_connection,
             protocol,
@@ -359,6 +405,7 @@ fn parse_path(path: &str) -> Result<Template, String> {
             Placeholder::Index,
             Placeholder::ChannelIndex,
             Placeholder::Channel,
+            Placeholder::Token,
         ],
     )?;
     Ok(template)
@@ -460,7 +507,7 @@ mod tests {
         ]);
         let target = cli.subscribe.target().unwrap();
         assert_eq!(target.protocol, Protocol::Sse);
-        assert_eq!(target.path_of(3), "/sub/room1");
+        assert_eq!(target.path_of(3, ""), "/sub/room1");
         let spec = cli.publish.spec(&target).unwrap();
         assert_eq!(spec.channel_names, ["room0", "room1"]);
         assert_eq!(
@@ -490,6 +537,38 @@ mod tests {
         assert!(
             refused(&["--url=http://127.0.0.1/", "--streams-per-connection=2"])
                 .contains("--http 2")
+        );
+        assert!(refused(&["--url=ws://127.0.0.1/?t={token}"]).contains("needs --token-secret"));
+        assert!(refused(&["--url=ws://127.0.0.1/", "--token-secret=s"]).contains("has none"));
+    }
+
+    #[test]
+    fn takes_a_token_secret_for_token_urls() {
+        let uni = cli(&[
+            "--url=ws://127.0.0.1/connection/uni_websocket?cf_connect=%7B%22token%22%3A%22{token}%22%7D",
+            "--protocol=ws",
+            "--token-secret=s3cret",
+            "--publish-url=http://127.0.0.1/api/publish",
+        ]);
+        let target = uni.subscribe.target().unwrap();
+        assert_eq!(target.token_secret.as_deref(), Some("s3cret"));
+        assert_eq!(
+            target.path_of(0, "a.b.c"),
+            "/connection/uni_websocket?cf_connect=%7B%22token%22%3A%22a.b.c%22%7D"
+        );
+        // Publications carry no token.
+        let tokened_publish = cli(&[
+            "--url=ws://127.0.0.1/?t={token}",
+            "--token-secret=s3cret",
+            "--publish-url=http://127.0.0.1/pub?t={token}",
+        ]);
+        let target = tokened_publish.subscribe.target().unwrap();
+        assert!(
+            tokened_publish
+                .publish
+                .spec(&target)
+                .unwrap_err()
+                .contains("{token} cannot be used here")
         );
     }
 

@@ -15,6 +15,7 @@ use crate::dial::{Dialer, Io};
 use crate::http1::{self, Dechunker};
 use crate::http2::Http2;
 use crate::target::{HttpVersion, Protocol, Target};
+use crate::token::Tokens;
 use crate::ws;
 use crate::ws_frame::{FrameReader, Masks};
 
@@ -56,6 +57,8 @@ pub struct Connector {
     http: Http,
     sources: Vec<IpAddr>,
     timeout: Duration,
+    /// The connections' tokens, when the path has `{token}`.
+    tokens: Option<Tokens>,
 }
 
 /// How subscribers reach the server.
@@ -69,12 +72,13 @@ enum Http {
 impl Connector {
     /// A connector for `target`, for a worker among `workers`; connection `i`
     /// binds to `sources[i % len]` (the kernel chooses when `sources` is empty);
-    /// opening may take `timeout`.
+    /// opening may take `timeout`; `tokens` fill in `{token}`.
     pub fn new(
         target: Target,
         workers: u64,
         sources: Vec<IpAddr>,
         timeout: Duration,
+        tokens: Option<Tokens>,
     ) -> Result<Self, String> {
         let http = match target.http {
             HttpVersion::Http1 => Http::Http1(Dialer::new(target.endpoint.clone(), target.http)?),
@@ -85,6 +89,7 @@ impl Connector {
             http,
             sources,
             timeout,
+            tokens,
         })
     }
 
@@ -94,7 +99,11 @@ impl Connector {
             0 => None,
             n => Some(self.sources[(index % n as u64) as usize]),
         };
-        let path = self.target.path_of(index);
+        let token = match &self.tokens {
+            Some(tokens) => tokens.of(index)?,
+            None => "",
+        };
+        let path = self.target.path_of(index, token);
         match tokio::time::timeout(self.timeout, self.open_inner(source, &path, index)).await {
             Ok(Ok(opened)) => Ok(opened),
             Ok(Err(e)) => Err(format!("{path}: {e}")),

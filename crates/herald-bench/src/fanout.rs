@@ -13,8 +13,9 @@ use crate::chart::{self, Series};
 use crate::clock;
 use crate::latency::{self, Summary};
 use crate::measure::{self, Connected, CpuUsed, Usage};
-use crate::publisher::Publisher;
+use crate::publisher::{PublishErrors, Publisher};
 use crate::report::{Scenario, table, write_file};
+use crate::tally::Counts;
 use crate::worker::{Mode, Workers};
 
 /// A step's publishing starts this long after it is planned, so the first
@@ -91,14 +92,10 @@ struct StepResult {
     publications: u64,
     /// Publications per second actually answered by the server, measured part.
     published_per_second: f64,
-    publish_errors: u64,
-    first_publish_error: Option<String>,
-    expected: u64,
-    received: u64,
-    lost: u64,
-    duplicates: u64,
-    /// Deliveries for a channel the subscriber is not on.
-    unexpected: u64,
+    #[serde(flatten)]
+    publish: PublishErrors,
+    #[serde(flatten)]
+    counts: Counts,
     deliveries_per_second: f64,
     latency_ms: Summary,
     connections_held: u64,
@@ -136,7 +133,10 @@ pub async fn run(args: FanoutArgs) -> Result<bool, String> {
          publishing {} B to {}",
         target.channels, args.subscribe.spread.workers, spec.size, args.publish.publish_url
     );
-    let plans = args.subscribe.spread.plans(&target, Mode::Subscribe, 256)?;
+    let plans = args
+        .subscribe
+        .spread
+        .plans(&target, Mode::Subscribe, subscribers, 256)?;
     let mut workers = Workers::spawn(plans).await?;
     let connect = measure::connect(&mut workers, subscribers, server).await?;
     eprintln!("{}", connect.describe());
@@ -208,11 +208,13 @@ pub async fn run(args: FanoutArgs) -> Result<bool, String> {
         );
         write_file(path, chart::svg(&title, &series))?;
     }
-    let clean = results
-        .steps
-        .iter()
-        .all(|s| s.lost == 0 && s.duplicates == 0 && s.unexpected == 0 && s.publish_errors == 0);
-    let delivered = results.steps.iter().any(|s| s.received > 0);
+    let clean = results.steps.iter().all(|s| {
+        s.counts.lost == 0
+            && s.counts.duplicates == 0
+            && s.counts.unexpected == 0
+            && s.publish.publish_errors == 0
+    });
+    let delivered = results.steps.iter().any(|s| s.counts.received > 0);
     Ok(!args.require_no_loss || (clean && delivered))
 }
 
@@ -233,7 +235,7 @@ async fn run_step(
     let (from_n, to_n) = (first + warm, first + warm + count);
     *next_n = to_n;
     let expected = workers.arm(from_n, to_n).await?;
-    let errors_before = publisher.stats().errors;
+    let published_before = publisher.stats();
 
     let start_ns = clock::now_ns() + LEAD.as_nanos() as u64;
     let measure_ns = start_ns + (warm as f64 * interval_ns) as u64;
@@ -288,8 +290,7 @@ async fn run_step(
     bar.finish_and_clear();
     let outcome = workers.finish().await?;
 
-    let stats = publisher.stats();
-    let publish_errors = stats.errors - errors_before;
+    let publish = publisher.stats().errors_since(&published_before);
     let counts = outcome.counts;
     let latency_ms = Summary::of(&outcome.histogram);
     let cpu = CpuUsed::between(&before, &after);
@@ -299,19 +300,13 @@ async fn run_step(
         && counts.lost == 0
         && counts.duplicates == 0
         && counts.unexpected == 0
-        && publish_errors == 0
+        && publish.publish_errors == 0
         && latency_ms.p99 <= args.max_p99.as_secs_f64() * 1000.0;
     Ok(StepResult {
         rate,
         publications: count,
         published_per_second: count as f64 / publish_seconds.max(measured_seconds),
-        publish_errors,
-        first_publish_error: (publish_errors > 0).then_some(stats.first_error).flatten(),
-        expected: counts.expected,
-        received: counts.received,
-        lost: counts.lost,
-        duplicates: counts.duplicates,
-        unexpected: counts.unexpected,
+        publish,
         deliveries_per_second: counts.received as f64 / measured_seconds,
         latency_ms,
         connections_held: held.saturating_sub(outcome.closed),
@@ -321,6 +316,7 @@ async fn run_step(
             .server_cpu_seconds
             .and_then(|s| measure::us_per(s, counts.received)),
         tool_cpu_us_per_delivery: measure::us_per(cpu.tool_cpu_seconds, counts.received),
+        counts,
         cpu,
         pass,
         latency_histogram: latency::encode(&outcome.histogram)?,
@@ -337,14 +333,14 @@ fn describe(step: &StepResult) -> String {
         step.latency_ms.p50,
         step.latency_ms.p99,
         step.latency_ms.max,
-        step.lost,
-        step.duplicates,
+        step.counts.lost,
+        step.counts.duplicates,
         if step.pass { "pass" } else { "FAIL" }
     );
-    if let Some(error) = &step.first_publish_error {
+    if let Some(error) = &step.publish.first_publish_error {
         line += &format!(
             " ({} publish errors, the first: {error})",
-            step.publish_errors
+            step.publish.publish_errors
         );
     }
     if let Some(why) = &step.first_close {
@@ -371,8 +367,8 @@ fn summary(results: &FanoutResults) -> String {
                 format!("{:.2}", s.latency_ms.p99),
                 format!("{:.2}", s.latency_ms.p999),
                 format!("{:.2}", s.latency_ms.max),
-                s.lost.to_string(),
-                s.duplicates.to_string(),
+                s.counts.lost.to_string(),
+                s.counts.duplicates.to_string(),
                 opt(s.server_cpu_us_per_delivery, 2),
                 opt(s.tool_cpu_us_per_delivery, 2),
                 opt(s.server_rss_bytes.map(|b| b as f64 / 1048576.0), 1),

@@ -76,7 +76,10 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
         return Err("--steps must be increasing connection counts, e.g. 2000,4000".into());
     }
     let target = args.connect.target()?;
-    let plans = args.connect.spread.plans(&target, Mode::Idle, 256)?;
+    // The warm-up's connections are closed before the steps open theirs, which
+    // start again from index 0.
+    let most = args.warmup.max(steps[steps.len() - 1]) as u64;
+    let plans = args.connect.spread.plans(&target, Mode::Idle, most, 256)?;
     let rss = || tree_rss(args.server_pid);
     rss()?;
     eprintln!(

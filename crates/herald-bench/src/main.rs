@@ -10,6 +10,7 @@
 //! Subscribers speak Herald's Centrifuge protocol, SSE or raw WebSocket, over
 //! HTTP/1.1 or HTTP/2, and are held by worker processes (copies of this binary, see `worker`) so that a run
 //! can exceed one process's open-file limit; the coordinating process publishes.
+//! A subscriber URL may carry a token per connection (`{token}`, see `token`).
 
 mod args;
 mod chart;
@@ -33,6 +34,7 @@ mod tally;
 mod target;
 mod template;
 mod tls;
+mod token;
 mod worker;
 mod ws;
 mod ws_frame;

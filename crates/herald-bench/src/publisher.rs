@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -86,6 +87,7 @@ impl PublishSpec {
             channel_index: channel,
             channel: &self.channel_names[channel as usize],
             payload,
+            ..Vars::default()
         };
         body.clear();
         self.body.expand_into(&vars, body);
@@ -127,6 +129,29 @@ pub struct PublishStats {
     pub errors: u64,
     /// Why the first failed one did.
     pub first_error: Option<String>,
+}
+
+impl PublishStats {
+    /// The failures since `before`, an earlier reading of the same publisher.
+    pub fn errors_since(&self, before: &PublishStats) -> PublishErrors {
+        let publish_errors = self.errors - before.errors;
+        PublishErrors {
+            publish_errors,
+            first_publish_error: (publish_errors > 0)
+                .then(|| self.first_error.clone())
+                .flatten(),
+        }
+    }
+}
+
+/// The publications of a phase that failed, in the results (flattened: one field
+/// each).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PublishErrors {
+    /// Publications that failed (error status, error body, connection failure).
+    pub publish_errors: u64,
+    /// Why the publisher's first failed one did, if one of the phase's did.
+    pub first_publish_error: Option<String>,
 }
 
 /// The publishing pool; dropping it stops its connections.

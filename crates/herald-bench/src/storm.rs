@@ -11,8 +11,9 @@ use crate::args::{PublishArgs, SubscribeArgs, parse_duration};
 use crate::clock;
 use crate::latency::Summary;
 use crate::measure::{self, Connected, CpuUsed, Usage};
-use crate::publisher::Publisher;
+use crate::publisher::{PublishErrors, Publisher};
 use crate::report::{Scenario, write_file};
+use crate::tally::Counts;
 use crate::worker::{Mode, Workers};
 
 /// Options of `herald-bench storm`.
@@ -53,14 +54,11 @@ struct StormResults {
 #[derive(Debug, Serialize)]
 struct Probe {
     publications: u64,
-    publish_errors: u64,
-    first_publish_error: Option<String>,
-    /// Deliveries expected: one per open subscriber.
-    expected: u64,
-    received: u64,
-    lost: u64,
-    duplicates: u64,
-    unexpected: u64,
+    #[serde(flatten)]
+    publish: PublishErrors,
+    /// Deliveries: one expected per open subscriber.
+    #[serde(flatten)]
+    counts: Counts,
     /// From publishing the probes to the last subscriber receiving its probe; none
     /// unless every subscriber did.
     seconds_until_all: Option<f64>,
@@ -84,7 +82,7 @@ pub async fn run(args: StormArgs) -> Result<bool, String> {
     let plans = args
         .subscribe
         .spread
-        .plans(&target, Mode::Subscribe, subscribers)?;
+        .plans(&target, Mode::Subscribe, subscribers, subscribers)?;
     let mut workers = Workers::spawn(plans).await?;
     let connect = measure::connect(&mut workers, subscribers, server).await?;
     eprintln!("{}", connect.describe());
@@ -99,15 +97,16 @@ pub async fn run(args: StormArgs) -> Result<bool, String> {
         ),
         None => eprintln!(
             "{} of {} subscribers received their probe within {:?} ({} duplicates)",
-            probe.received, probe.expected, args.timeout, probe.duplicates
+            probe.counts.received, probe.counts.expected, args.timeout, probe.counts.duplicates
         ),
     }
+    let counts = &probe.counts;
     let ok = connect.failed == 0
-        && probe.expected > 0
-        && probe.received == probe.expected
-        && probe.duplicates == 0
-        && probe.unexpected == 0
-        && probe.publish_errors == 0;
+        && counts.expected > 0
+        && counts.received == counts.expected
+        && counts.duplicates == 0
+        && counts.unexpected == 0
+        && probe.publish.publish_errors == 0;
     let results = StormResults {
         scenario: Scenario::new(
             &target,
@@ -154,14 +153,14 @@ fn summary(results: &StormResults) -> String {
         mib(connect.server_rss_bytes),
         seconds(connect.cpu.server_cpu_seconds),
         connect.cpu.tool_cpu_seconds,
-        probe.received,
-        probe.expected,
+        probe.counts.received,
+        probe.counts.expected,
         probe.latency_ms.p50,
         probe.latency_ms.p99,
         probe.latency_ms.max,
-        probe.lost,
-        probe.duplicates,
-        probe.publish_errors,
+        probe.counts.lost,
+        probe.counts.duplicates,
+        probe.publish.publish_errors,
     )
 }
 
@@ -174,6 +173,7 @@ async fn probe(
 ) -> Result<Probe, String> {
     let server = args.server_pid;
     let expected = workers.arm(0, channels).await?;
+    let published_before = publisher.stats();
     let before = Usage::now(server)?;
     let start_ns = clock::now_ns();
     publisher.schedule(0, channels, start_ns, 0.0).await;
@@ -189,19 +189,13 @@ async fn probe(
     let after = Usage::now(server)?;
     let outcome = workers.finish().await?;
     let counts = outcome.counts;
-    let stats = publisher.stats();
     let all = counts.received == counts.expected && counts.expected > 0;
     Ok(Probe {
         publications: channels,
-        publish_errors: stats.errors,
-        first_publish_error: stats.first_error,
-        expected: counts.expected,
-        received: counts.received,
-        lost: counts.lost,
-        duplicates: counts.duplicates,
-        unexpected: counts.unexpected,
+        publish: publisher.stats().errors_since(&published_before),
+        counts,
         seconds_until_all: all
-            .then(|| counts.last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9),
+            .then(|| outcome.last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9),
         latency_ms: Summary::of(&outcome.histogram),
         cpu: CpuUsed::between(&before, &after),
     })

@@ -123,26 +123,59 @@ struct Connection {
 struct Step {
     from_n: u64,
     to_n: u64,
-    counts: Counts,
-    histogram: Histogram<u64>,
+    deliveries: Deliveries,
 }
 
-/// What a worker's connections received in one step (the deliveries of the
-/// publications the step measured).
+/// How the deliveries of the publications a step measured went: for one worker's
+/// connections, for all of them, and in the results (flattened: one field each).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Deliveries the connections should get.
     pub expected: u64,
     /// First deliveries.
     pub received: u64,
-    /// Deliveries of a publication the connection already had.
-    pub duplicates: u64,
     /// Publications a connection never received.
     pub lost: u64,
+    /// Deliveries of a publication the connection already had.
+    pub duplicates: u64,
     /// Deliveries for a channel the connection is not on.
     pub unexpected: u64,
+}
+
+impl Counts {
+    /// Adds `other`'s counts (another worker's) to these.
+    pub fn add(&mut self, other: &Counts) {
+        self.expected += other.expected;
+        self.received += other.received;
+        self.lost += other.lost;
+        self.duplicates += other.duplicates;
+        self.unexpected += other.unexpected;
+    }
+}
+
+/// What a worker's connections received in one step.
+#[derive(Debug)]
+pub struct Deliveries {
+    /// How many, and how many went wrong.
+    pub counts: Counts,
     /// When the last first delivery arrived (CLOCK_MONOTONIC ns; 0 for none).
     pub last_delivery_ns: u64,
+    /// The latency of each first delivery, in µs.
+    pub histogram: Histogram<u64>,
+}
+
+impl Deliveries {
+    /// None yet, of `expected`.
+    fn new(expected: u64) -> Deliveries {
+        Deliveries {
+            counts: Counts {
+                expected,
+                ..Counts::default()
+            },
+            last_delivery_ns: 0,
+            histogram: latency::histogram(),
+        }
+    }
 }
 
 impl Tally {
@@ -180,59 +213,59 @@ impl Tally {
         self.step = Some(Step {
             from_n,
             to_n,
-            counts: Counts {
-                expected,
-                ..Counts::default()
-            },
-            histogram: latency::histogram(),
+            deliveries: Deliveries::new(expected),
         });
         expected
     }
 
     /// First deliveries so far in the current step.
     pub fn received(&self) -> u64 {
-        self.step.as_ref().map_or(0, |step| step.counts.received)
+        self.step
+            .as_ref()
+            .map_or(0, |step| step.deliveries.counts.received)
     }
 
     /// Records a delivery of `marker` to the connection in `slot`, received at
     /// `now_ns`.
     pub fn deliver(&mut self, slot: usize, marker: Marker, now_ns: u64) {
         let Some(step) = &mut self.step else { return };
+        let deliveries = &mut step.deliveries;
         let connection = &mut self.connections[slot];
         let n = marker
             .seq
             .checked_mul(self.channels)
             .and_then(|n| n.checked_add(marker.channel));
         let Some(n) = n.filter(|_| marker.channel == connection.channel) else {
-            step.counts.unexpected += 1;
+            deliveries.counts.unexpected += 1;
             return;
         };
         if !(step.from_n..step.to_n).contains(&n) {
             return;
         }
         let recorded = connection.tracker.record(marker.seq);
-        step.counts.lost += recorded.lost;
+        deliveries.counts.lost += recorded.lost;
         if recorded.new {
-            step.counts.received += 1;
-            step.counts.last_delivery_ns = step.counts.last_delivery_ns.max(now_ns);
-            step.histogram
+            deliveries.counts.received += 1;
+            deliveries.last_delivery_ns = deliveries.last_delivery_ns.max(now_ns);
+            deliveries
+                .histogram
                 .saturating_record(now_ns.saturating_sub(marker.sent_ns) / 1000);
         } else {
-            step.counts.duplicates += 1;
+            deliveries.counts.duplicates += 1;
         }
     }
 
-    /// Ends the step: counts what never arrived and returns the counts and the
-    /// latency histogram (empty counts if no step was armed).
-    pub fn finish(&mut self) -> (Counts, Histogram<u64>) {
+    /// Ends the step: counts what never arrived and returns what the connections
+    /// received (nothing if no step was armed).
+    pub fn finish(&mut self) -> Deliveries {
         let Some(mut step) = self.step.take() else {
-            return (Counts::default(), latency::histogram());
+            return Deliveries::new(0);
         };
         for connection in &mut self.connections {
             let end = first_seq(step.to_n, connection.channel, self.channels);
-            step.counts.lost += connection.tracker.finish(end);
+            step.deliveries.counts.lost += connection.tracker.finish(end);
         }
-        (step.counts, step.histogram)
+        step.deliveries
     }
 
     /// Records that the server closed a connection (or it failed), and why.
@@ -352,18 +385,19 @@ mod tests {
         tally.deliver(b, at(2, 0), 2_000_000); // wrong channel
         tally.deliver(b, at(2, 1), 2_000_000);
         assert_eq!(tally.received(), 3);
-        let (counts, histogram) = tally.finish();
+        let deliveries = tally.finish();
         assert_eq!(
-            counts,
+            deliveries.counts,
             Counts {
                 expected: 6,
                 received: 3,
-                duplicates: 1,
                 lost: 3, // a: 3; b: 3 and 4
+                duplicates: 1,
                 unexpected: 1,
-                last_delivery_ns: 3_000_000,
             }
         );
+        assert_eq!(deliveries.last_delivery_ns, 3_000_000);
+        let histogram = &deliveries.histogram;
         assert_eq!(histogram.len(), 3);
         assert_eq!(histogram.max(), histogram.highest_equivalent(2000));
         assert_eq!(tally.received(), 0);

@@ -91,7 +91,8 @@ pub enum Protocol {
     /// An HTTP GET with `Accept: text/event-stream`; every event is a message
     /// (Herald's /events, nchan's EventSource, Pushpin's http-stream).
     Sse,
-    /// A raw WebSocket: every text or binary message is a message (nchan, Pushpin).
+    /// A raw WebSocket: every text or binary message is a message (nchan, Pushpin,
+    /// Herald's /connection/uni_websocket).
     Ws,
 }
 
@@ -138,7 +139,8 @@ impl fmt::Display for HttpVersion {
 pub struct Target {
     /// The server.
     pub endpoint: Endpoint,
-    /// Path and query of each request: `{i}`, `{i%K}`, `{c}`, `{channel}`.
+    /// Path and query of each request: `{i}`, `{i%K}`, `{c}`, `{channel}`,
+    /// `{token}`.
     pub path: Template,
     /// The HTTP version connections speak.
     pub http: HttpVersion,
@@ -153,6 +155,8 @@ pub struct Target {
     pub channel: Template,
     /// Connection `i` is on channel `i % channels` (`{c}`).
     pub channels: u64,
+    /// With `{token}` in the path: the HMAC secret its tokens are signed with.
+    pub token_secret: Option<String>,
 }
 
 impl Target {
@@ -167,13 +171,14 @@ impl Target {
         (channel_index, self.channel.expand(&vars))
     }
 
-    /// The request path of connection `index`.
-    pub fn path_of(&self, index: u64) -> String {
+    /// The request path of connection `index`, whose token (`{token}`) is `token`.
+    pub fn path_of(&self, index: u64, token: &str) -> String {
         let (channel_index, channel) = self.channel_of(index);
         self.path.expand(&Vars {
             index,
             channel_index,
             channel: &channel,
+            token,
             payload: b"",
         })
     }
@@ -262,19 +267,20 @@ mod tests {
     fn gives_each_connection_its_channel_and_path() {
         let target = Target {
             endpoint: Endpoint::new("127.0.0.1:80", false).unwrap(),
-            path: "/sub/{channel}?i={i}".parse().unwrap(),
+            path: "/sub/{channel}?i={i}&t={token}".parse().unwrap(),
             http: HttpVersion::Http1,
             streams_per_connection: 1,
             protocol: Protocol::Sse,
             ready_event: None,
             channel: "bench-{c}".parse().unwrap(),
             channels: 3,
+            token_secret: Some("secret".into()),
         };
         assert_eq!(target.channel_of(7), (1, "bench-1".to_owned()));
-        assert_eq!(target.path_of(7), "/sub/bench-1?i=7");
+        assert_eq!(target.path_of(7, "a.b.c"), "/sub/bench-1?i=7&t=a.b.c");
         assert_eq!(
             target.to_string(),
-            "http://127.0.0.1:80/sub/{channel}?i={i} (sse over HTTP/1.1, channel bench-{c})"
+            "http://127.0.0.1:80/sub/{channel}?i={i}&t={token} (sse over HTTP/1.1, channel bench-{c})"
         );
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Placeholders: `{i}` the connection's index (0-based, unique across workers),
 //! `{i%K}` that index modulo K, `{c}` the channel's index, `{channel}` the channel's
-//! name and `{payload}` the benchmark payload. Each use allows only some of them.
+//! name, `{token}` the connection's token and `{payload}` the benchmark payload.
+//! Each use allows only some of them.
 
 use std::fmt;
 use std::io::Write as _;
@@ -24,6 +25,7 @@ enum Part {
     Index(u64),
     ChannelIndex,
     Channel,
+    Token,
     Payload,
 }
 
@@ -36,6 +38,8 @@ pub enum Placeholder {
     ChannelIndex,
     /// `{channel}`.
     Channel,
+    /// `{token}`.
+    Token,
     /// `{payload}`.
     Payload,
 }
@@ -49,6 +53,9 @@ pub struct Vars<'a> {
     pub channel_index: u64,
     /// `{channel}`.
     pub channel: &'a str,
+    /// `{token}`: a JWT, inserted as it is (base64url and dots: unreserved
+    /// characters, which need no escaping anywhere in a URL).
+    pub token: &'a str,
     /// `{payload}`.
     pub payload: &'a [u8],
 }
@@ -69,6 +76,7 @@ impl Template {
                 Part::Index(_) => (Placeholder::Index, "{i}"),
                 Part::ChannelIndex => (Placeholder::ChannelIndex, "{c}"),
                 Part::Channel => (Placeholder::Channel, "{channel}"),
+                Part::Token => (Placeholder::Token, "{token}"),
                 Part::Payload => (Placeholder::Payload, "{payload}"),
             };
             if !allowed.contains(&used) {
@@ -86,6 +94,7 @@ impl Template {
                 (Part::Index(_), Placeholder::Index)
                     | (Part::ChannelIndex, Placeholder::ChannelIndex)
                     | (Part::Channel, Placeholder::Channel)
+                    | (Part::Token, Placeholder::Token)
                     | (Part::Payload, Placeholder::Payload)
             )
         })
@@ -103,6 +112,7 @@ impl Template {
                     let _ = write!(out, "{}", vars.channel_index);
                 }
                 Part::Channel => out.extend_from_slice(vars.channel.as_bytes()),
+                Part::Token => out.extend_from_slice(vars.token.as_bytes()),
                 Part::Payload => out.extend_from_slice(vars.payload),
             }
         }
@@ -137,7 +147,7 @@ impl Template {
                 Some((close, None)) if strict => {
                     return Err(format!(
                         "{text}: unknown placeholder {{{}}} (use {{i}}, {{i%K}}, {{c}}, \
-                         {{channel}} or {{payload}})",
+                         {{channel}}, {{token}} or {{payload}})",
                         &after[..close]
                     ));
                 }
@@ -163,6 +173,7 @@ fn placeholder(name: &str) -> Option<Result<Part, String>> {
         "i" => Part::Index(u64::MAX),
         "c" => Part::ChannelIndex,
         "channel" => Part::Channel,
+        "token" => Part::Token,
         "payload" => Part::Payload,
         _ => {
             let modulus = name.strip_prefix("i%")?;
@@ -210,6 +221,7 @@ impl fmt::Display for Template {
                 Part::Index(modulus) => write!(f, "{{i%{modulus}}}")?,
                 Part::ChannelIndex => f.write_str("{c}")?,
                 Part::Channel => f.write_str("{channel}")?,
+                Part::Token => f.write_str("{token}")?,
                 Part::Payload => f.write_str("{payload}")?,
             }
         }
@@ -226,6 +238,7 @@ mod tests {
             index,
             channel_index: index % 3,
             channel: "news",
+            token: "",
             payload: b"hb1.2.3.xx",
         }
     }
@@ -240,6 +253,30 @@ mod tests {
         assert_eq!(template.expand(&vars(5)), "/sub/news?c=2");
         assert!(template.uses(Placeholder::Channel));
         assert!(!template.uses(Placeholder::Payload));
+    }
+
+    #[test]
+    fn expands_tokens_inside_an_encoded_connect_request() {
+        // `cf_connect={"token":"{token}"}`, URL-encoded around the placeholder.
+        let url = "/connection/uni_websocket?cf_connect=%7B%22token%22%3A%22{token}%22%7D";
+        let template: Template = url.parse().unwrap();
+        assert!(template.uses(Placeholder::Token));
+        assert_eq!(template.to_string(), url);
+        let vars = Vars {
+            token: "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJiZW5jaC03In0.c2ln-_",
+            ..vars(7)
+        };
+        assert_eq!(
+            template.expand(&vars),
+            "/connection/uni_websocket?cf_connect=%7B%22token%22%3A%22\
+             eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJiZW5jaC03In0.c2ln-_%22%7D"
+        );
+        assert!(
+            template
+                .allow_only("--publish-url", &[Placeholder::Channel])
+                .unwrap_err()
+                .contains("{token} cannot be used here")
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! (the hidden `worker` subcommand) and drives them with JSON lines on stdin; each
 //! answers on stdout with JSON lines. Worker `w` of `n` opens the connections of
 //! global index `w + n·j`, so the indices of all held connections are `0..total`
-//! and `{i}` in a template is unique across workers.
+//! and `{i}` in a template is unique across workers. A worker answers its plan
+//! with `Ready` once set to open connections (`{token}`'s tokens minted).
 //!
 //! In a step the coordinator arms the workers with the publications to measure,
 //! publishes, and then asks each for what its connections received: counts and a
@@ -27,6 +28,7 @@ use crate::latency;
 use crate::subscriber;
 use crate::tally::{Counts, Tally};
 use crate::target::Target;
+use crate::token::Tokens;
 
 /// How often a worker reports progress (connections opened, deliveries received).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
@@ -60,6 +62,9 @@ pub struct Plan {
     pub timeout: Duration,
     /// What the connections are for.
     pub mode: Mode,
+    /// Connections of the whole run, over all workers: their global indices are
+    /// below this. With `{token}`, each gets its token before the first opens.
+    pub connections: u64,
 }
 
 /// Coordinator → worker.
@@ -78,6 +83,8 @@ enum Command {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "report", rename_all = "snake_case")]
 enum Report {
+    /// Ready for commands (its tokens minted).
+    Ready,
     /// Still opening; `open` held so far.
     Progress { open: usize },
     /// The last `Hold` is done.
@@ -93,6 +100,8 @@ enum Report {
     /// The step's results.
     Finished {
         counts: Counts,
+        /// When the last first delivery arrived (CLOCK_MONOTONIC ns; 0 for none).
+        last_delivery_ns: u64,
         /// [`latency::encode`]d.
         histogram: String,
         /// Connections closed so far, and why the first was.
@@ -144,12 +153,25 @@ async fn work(
 ) -> Result<(), String> {
     let file_limit =
         rlimit::increase_nofile_limit(u64::MAX).map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
+    // Minted before `Ready`: the coordinator times a connect phase from its first
+    // `Hold`, and signing is no part of connecting.
+    let tokens = plan.target.token_secret.as_deref().map(|secret| {
+        Tokens::mint(
+            secret,
+            &plan.target,
+            plan.worker,
+            plan.workers,
+            plan.connections,
+        )
+    });
     let connector = Rc::new(Connector::new(
         plan.target.clone(),
         plan.workers,
         plan.sources.clone(),
         plan.timeout,
+        tokens,
     )?);
+    send(out, &Report::Ready).await?;
     let streams_per_socket = u64::from(plan.target.streams_per_connection.max(1));
     let tally = Rc::new(RefCell::new(Tally::new(plan.target.channels)));
     let mut holder = Holder {
@@ -190,12 +212,13 @@ async fn work(
             }
             Command::Finish => {
                 armed = false;
-                let (counts, histogram) = tally.borrow_mut().finish();
+                let deliveries = tally.borrow_mut().finish();
                 let report = {
                     let tally = tally.borrow();
                     Report::Finished {
-                        counts,
-                        histogram: latency::encode(&histogram)?,
+                        counts: deliveries.counts,
+                        last_delivery_ns: deliveries.last_delivery_ns,
+                        histogram: latency::encode(&deliveries.histogram)?,
                         closed: tally.closed_count(),
                         first_close: tally.first_close().map(str::to_owned),
                     }
@@ -348,8 +371,11 @@ pub struct HoldOutcome {
 /// What the workers' connections received in a step.
 #[derive(Debug)]
 pub struct StepOutcome {
-    /// Summed counts (`last_delivery_ns` is the latest).
+    /// Summed counts.
     pub counts: Counts,
+    /// When the last first delivery arrived, at any worker (CLOCK_MONOTONIC ns; 0
+    /// for none).
+    pub last_delivery_ns: u64,
     /// Latencies, merged.
     pub histogram: Histogram<u64>,
     /// Connections closed so far.
@@ -369,7 +395,8 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `plans.len()` workers, each with its plan.
+    /// Starts `plans.len()` workers, each with its plan; returns once all are ready
+    /// (so that a phase timed from the first command does not include their start).
     pub async fn spawn(plans: Vec<Plan>) -> Result<Workers, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
         let (sender, reports) = mpsc::unbounded_channel();
@@ -411,12 +438,19 @@ impl Workers {
             stdins.push(stdin);
             children.push(child);
         }
-        Ok(Workers {
+        let mut workers = Workers {
             received: vec![0; stdins.len()],
             stdins,
             reports,
             children,
-        })
+        };
+        for _ in 0..workers.stdins.len() {
+            match workers.next_report().await? {
+                (_, Report::Ready) => {}
+                (w, other) => return Err(format!("worker {w}: unexpected {other:?}")),
+            }
+        }
+        Ok(workers)
     }
 
     /// Has the workers hold `total` connections between them (opening or, idle,
@@ -494,6 +528,7 @@ impl Workers {
         }
         let mut outcome = StepOutcome {
             counts: Counts::default(),
+            last_delivery_ns: 0,
             histogram: latency::histogram(),
             closed: 0,
             first_close: None,
@@ -507,18 +542,14 @@ impl Workers {
                     _,
                     Report::Finished {
                         counts,
+                        last_delivery_ns,
                         histogram,
                         closed,
                         first_close,
                     },
                 ) => {
-                    let sum = &mut outcome.counts;
-                    sum.expected += counts.expected;
-                    sum.received += counts.received;
-                    sum.duplicates += counts.duplicates;
-                    sum.lost += counts.lost;
-                    sum.unexpected += counts.unexpected;
-                    sum.last_delivery_ns = sum.last_delivery_ns.max(counts.last_delivery_ns);
+                    outcome.counts.add(&counts);
+                    outcome.last_delivery_ns = outcome.last_delivery_ns.max(last_delivery_ns);
                     outcome
                         .histogram
                         .add(latency::decode(&histogram)?)
