@@ -1,9 +1,13 @@
+use std::cell::Cell;
+use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use herald_protocol::{Publication, sse};
+use tokio::sync::Notify;
 
 use crate::encode;
 use crate::engine::PublicationSink;
@@ -12,17 +16,49 @@ use herald_protocol::ClientInfo;
 
 /// This node's subscribers, by channel, and its connected users.
 ///
-/// Fan-out encodes a publication once and pushes the shared bytes into each
+/// Fan-out encodes an event once and pushes the shared bytes into each
 /// subscriber's outbox; it never waits on a connection.
-#[derive(Debug, Default)]
+///
+/// With more than one shard, a channel's subscribers are split by the thread
+/// serving their connections (the thread that subscribed them, see
+/// [`Hub::serve_shard`]), and each thread pushes into its own subscribers'
+/// outboxes: a publish hands the event to every other thread's shard (one wake-up
+/// per thread, not per subscriber) and delivers to its own thread's share at once,
+/// so a large fan-out runs on every thread in parallel and a connection is woken
+/// by its own thread.
+#[derive(Debug)]
 pub struct Hub {
-    channels: DashMap<Arc<str>, Subscribers>,
+    channels: DashMap<Arc<str>, Arc<Channel>>,
+    shards: Box<[Shard]>,
     users: DashMap<Box<str>, Vec<Connection>>,
     subscriptions: AtomicU64,
     deliveries: AtomicU64,
 }
 
-type Subscribers = Arc<Mutex<Vec<Subscriber>>>;
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new(NonZeroUsize::MIN)
+    }
+}
+
+/// A channel's subscribers, one list per shard.
+#[derive(Debug)]
+struct Channel {
+    by_shard: Box<[Mutex<Vec<Subscriber>>]>,
+}
+
+/// One thread's share of the fan-out: events for its subscribers, in the order
+/// they were published.
+#[derive(Debug, Default)]
+struct Shard {
+    inbox: Mutex<Vec<Arc<Event>>>,
+    ready: Notify,
+}
+
+thread_local! {
+    /// The shard whose subscribers this thread serves (`usize::MAX`: none).
+    static CURRENT_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
 
 /// A user's connection, for the server API to reach it.
 #[derive(Debug)]
@@ -59,39 +95,129 @@ pub enum WireFormat {
     ClientJson,
 }
 
-/// Frames of one event, encoded lazily once per wire format present; `None` when
-/// the event has no form in that format.
-struct Frames<F> {
-    encode: F,
-    sse: Option<Option<Bytes>>,
-    client_json: Option<Option<Bytes>>,
+/// One channel event on its way to subscribers, encoded lazily, at most once per
+/// wire format, by whichever thread needs that format first.
+#[derive(Debug)]
+struct Event {
+    channel: Arc<str>,
+    /// The publication's offset; 0 for join and leave.
+    offset: u64,
+    kind: EventKind,
+    sse: OnceLock<Option<Bytes>>,
+    client_json: OnceLock<Option<Bytes>>,
 }
 
-impl<F: Fn(WireFormat) -> Option<Bytes>> Frames<F> {
-    fn new(encode: F) -> Self {
-        Frames {
-            encode,
-            sse: None,
-            client_json: None,
+#[derive(Debug)]
+enum EventKind {
+    Publication {
+        epoch: Box<str>,
+        publication: Publication,
+    },
+    Join(ClientInfo),
+    Leave(ClientInfo),
+}
+
+impl Event {
+    fn new(channel: &str, offset: u64, kind: EventKind) -> Self {
+        Event {
+            channel: Arc::from(channel),
+            offset,
+            kind,
+            sse: OnceLock::new(),
+            client_json: OnceLock::new(),
         }
     }
 
-    fn get(&mut self, format: WireFormat) -> Option<Bytes> {
+    /// Whether a subscriber described by `tag` gets this event.
+    fn wanted(&self, tag: &SubscriberTag) -> bool {
+        match self.kind {
+            EventKind::Publication { .. } => true,
+            EventKind::Join(_) | EventKind::Leave(_) => {
+                tag.join_leave && tag.format == WireFormat::ClientJson
+            }
+        }
+    }
+
+    /// The event in `format`; `None` when it has no form in that format.
+    fn frame(&self, format: WireFormat) -> Option<Bytes> {
         let slot = match format {
-            WireFormat::Sse => &mut self.sse,
-            WireFormat::ClientJson => &mut self.client_json,
+            WireFormat::Sse => &self.sse,
+            WireFormat::ClientJson => &self.client_json,
         };
-        slot.get_or_insert_with(|| (self.encode)(format)).clone()
+        slot.get_or_init(|| self.encode(format)).clone()
+    }
+
+    fn encode(&self, format: WireFormat) -> Option<Bytes> {
+        let channel = &*self.channel;
+        match (&self.kind, format) {
+            (EventKind::Publication { epoch, publication }, WireFormat::Sse) => {
+                Some(sse::publication_body(channel, epoch, publication))
+            }
+            (EventKind::Publication { publication, .. }, WireFormat::ClientJson) => {
+                encode::publication_push(channel, publication)
+            }
+            (EventKind::Join(info), WireFormat::ClientJson) => encode::join_push(channel, info),
+            (EventKind::Leave(info), WireFormat::ClientJson) => encode::leave_push(channel, info),
+            (EventKind::Join(_) | EventKind::Leave(_), WireFormat::Sse) => None,
+        }
+    }
+}
+
+impl Channel {
+    fn new(shards: usize) -> Self {
+        Channel {
+            by_shard: (0..shards).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_shard.iter().map(|list| lock(list).len()).sum()
     }
 }
 
 impl Hub {
+    /// A hub whose fan-out is split over `shards` threads. With more than one,
+    /// every shard's thread must run [`Hub::serve_shard`].
+    pub fn new(shards: NonZeroUsize) -> Self {
+        Hub {
+            channels: DashMap::default(),
+            shards: (0..shards.get()).map(|_| Shard::default()).collect(),
+            users: DashMap::default(),
+            subscriptions: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes the calling thread shard `index`: the connections it subscribes are
+    /// delivered to by this thread. The returned future delivers the events other
+    /// threads publish for them; run it on this thread, for as long as the thread
+    /// serves connections.
+    pub fn serve_shard(self: &Arc<Self>, index: usize) -> impl Future<Output = ()> + 'static {
+        assert!(
+            index < self.shards.len(),
+            "shard {index} of {}",
+            self.shards.len()
+        );
+        CURRENT_SHARD.set(index);
+        let hub = Arc::clone(self);
+        async move {
+            loop {
+                hub.shards[index].ready.notified().await;
+                hub.drain(index);
+            }
+        }
+    }
+
     /// Starts delivering `channel` into `outbox` as `tag` describes.
     pub fn subscribe(&self, channel: &str, outbox: &Arc<Outbox>, tag: SubscriberTag) {
         // Holding the map entry while adding keeps `unsubscribe` from removing the
         // channel between lookup and insert.
-        let entry = self.channels.entry(Arc::from(channel)).or_default();
-        lock(&entry).push(Subscriber {
+        let entry = self
+            .channels
+            .entry(Arc::from(channel))
+            .or_insert_with(|| Arc::new(Channel::new(self.shards.len())));
+        let shard = self.current_shard().unwrap_or(0);
+        lock(&entry.by_shard[shard]).push(Subscriber {
             outbox: Arc::clone(outbox),
             tag,
         });
@@ -101,15 +227,15 @@ impl Hub {
     /// Stops delivering `channel` into `outbox`.
     pub fn unsubscribe(&self, channel: &str, outbox: &Arc<Outbox>) {
         self.channels.remove_if(channel, |_, subscribers| {
-            let mut subscribers = lock(subscribers);
-            if let Some(at) = subscribers
-                .iter()
-                .position(|s| Arc::ptr_eq(&s.outbox, outbox))
-            {
-                subscribers.swap_remove(at);
-                self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            for list in &subscribers.by_shard {
+                let mut list = lock(list);
+                if let Some(at) = list.iter().position(|s| Arc::ptr_eq(&s.outbox, outbox)) {
+                    list.swap_remove(at);
+                    self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                    break;
+                }
             }
-            subscribers.is_empty()
+            subscribers.len() == 0
         });
     }
 
@@ -159,14 +285,14 @@ impl Hub {
 
     /// Subscribers of `channel` on this node.
     pub fn num_subscribers(&self, channel: &str) -> usize {
-        self.channels.get(channel).map_or(0, |s| lock(&s).len())
+        self.channels.get(channel).map_or(0, |s| s.len())
     }
 
     /// Channels with at least one subscriber, with their subscriber counts.
     pub fn channels(&self) -> Vec<(String, usize)> {
         self.channels
             .iter()
-            .map(|entry| (entry.key().to_string(), lock(entry.value()).len()))
+            .map(|entry| (entry.key().to_string(), entry.value().len()))
             .collect()
     }
 
@@ -182,28 +308,72 @@ impl Hub {
 }
 
 impl Hub {
-    /// Pushes the event `encode` produces to the subscribers `wanted` selects, with
-    /// `offset` (0 for events that are not publications).
-    fn fan_out(
-        &self,
-        channel: &str,
-        offset: u64,
-        wanted: impl Fn(&SubscriberTag) -> bool,
-        encode: impl Fn(WireFormat) -> Option<Bytes>,
-    ) {
-        let Some(subscribers) = self.channels.get(channel).map(|s| Arc::clone(&s)) else {
+    /// This thread's shard, if it serves one of this hub's.
+    fn current_shard(&self) -> Option<usize> {
+        let index = CURRENT_SHARD.get();
+        (index < self.shards.len()).then_some(index)
+    }
+
+    /// Delivers `event` to the channel's subscribers: at once with one shard;
+    /// otherwise through the inbox of every shard with subscribers, this thread's
+    /// own drained right away (after the others were woken, so they work in
+    /// parallel). Every event of a shard goes through its inbox, so a subscriber
+    /// gets a channel's events in the order they were published, whichever thread
+    /// published them.
+    fn fan_out(&self, event: Event) {
+        let Some(channel) = self.channels.get(&*event.channel).map(|c| Arc::clone(&c)) else {
             return;
         };
-        let subscribers = lock(&subscribers);
-        let mut frames = Frames::new(encode);
+        if self.shards.len() == 1 {
+            self.deliver_local(&channel.by_shard[0], &event);
+            return;
+        }
+        let event = Arc::new(event);
+        for (index, shard) in self.shards.iter().enumerate() {
+            if lock(&channel.by_shard[index]).is_empty() {
+                continue;
+            }
+            let mut inbox = lock_inbox(&shard.inbox);
+            let wake = inbox.is_empty();
+            inbox.push(Arc::clone(&event));
+            drop(inbox);
+            if wake {
+                shard.ready.notify_one();
+            }
+        }
+        if let Some(here) = self.current_shard() {
+            self.drain(here);
+        }
+    }
+
+    /// Delivers every event queued for shard `index` (only ever called on that
+    /// shard's thread, so one drain runs at a time and keeps the order).
+    fn drain(&self, index: usize) {
+        loop {
+            let events = std::mem::take(&mut *lock_inbox(&self.shards[index].inbox));
+            if events.is_empty() {
+                return;
+            }
+            for event in events {
+                if let Some(channel) = self.channels.get(&*event.channel).map(|c| Arc::clone(&c)) {
+                    self.deliver_local(&channel.by_shard[index], &event);
+                }
+            }
+        }
+    }
+
+    /// Pushes `event` into the outbox of each subscriber in `subscribers` that
+    /// wants it.
+    fn deliver_local(&self, subscribers: &Mutex<Vec<Subscriber>>, event: &Event) {
+        let subscribers = lock(subscribers);
         let mut delivered = 0;
-        for subscriber in subscribers.iter().filter(|s| wanted(&s.tag)) {
-            let Some(frame) = frames.get(subscriber.tag.format) else {
+        for subscriber in subscribers.iter().filter(|s| event.wanted(&s.tag)) {
+            let Some(frame) = event.frame(subscriber.tag.format) else {
                 continue;
             };
             subscriber.outbox.push(Delivery {
                 slot: subscriber.tag.slot,
-                offset,
+                offset: event.offset,
                 frame,
             });
             delivered += 1;
@@ -214,33 +384,22 @@ impl Hub {
 
 impl PublicationSink for Hub {
     fn deliver(&self, channel: &str, epoch: &str, publication: &Publication) {
-        self.fan_out(
+        self.fan_out(Event::new(
             channel,
             publication.offset,
-            |_| true,
-            |format| match format {
-                WireFormat::Sse => Some(sse::publication_body(channel, epoch, publication)),
-                WireFormat::ClientJson => encode::publication_push(channel, publication),
+            EventKind::Publication {
+                epoch: Box::from(epoch),
+                publication: publication.clone(),
             },
-        );
+        ));
     }
 
     fn deliver_join(&self, channel: &str, info: &ClientInfo) {
-        self.fan_out(
-            channel,
-            0,
-            |tag| tag.join_leave && tag.format == WireFormat::ClientJson,
-            |_| encode::join_push(channel, info),
-        );
+        self.fan_out(Event::new(channel, 0, EventKind::Join(info.clone())));
     }
 
     fn deliver_leave(&self, channel: &str, info: &ClientInfo) {
-        self.fan_out(
-            channel,
-            0,
-            |tag| tag.join_leave && tag.format == WireFormat::ClientJson,
-            |_| encode::leave_push(channel, info),
-        );
+        self.fan_out(Event::new(channel, 0, EventKind::Leave(info.clone())));
     }
 
     fn has_subscribers(&self, channel: &str) -> bool {
@@ -251,6 +410,11 @@ impl PublicationSink for Hub {
 fn lock(subscribers: &Mutex<Vec<Subscriber>>) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
     // Every critical section is a single push/remove/iterate; a poisoned list is intact.
     subscribers.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_inbox(inbox: &Mutex<Vec<Arc<Event>>>) -> std::sync::MutexGuard<'_, Vec<Arc<Event>>> {
+    // Only pushes and takes happen under it; a poisoned inbox is intact.
+    inbox.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -357,5 +521,75 @@ mod tests {
         hub.remove_user_connection("alice", &alice);
         hub.remove_user_connection("alice", &alice2);
         assert_eq!(hub.num_users(), 1);
+    }
+
+    #[test]
+    fn every_shard_gets_every_event_in_publish_order_whoever_publishes() {
+        // Two shard threads with a subscriber each. Offsets 1..=N are published one
+        // at a time (as the engine's per-channel lock orders them), by shard 0's
+        // thread, shard 1's thread and a thread of no shard in turn, so events
+        // reach each shard both inline and through its inbox, interleaved.
+        const N: u64 = 3000;
+        let hub = Arc::new(Hub::new(NonZeroUsize::new(2).unwrap()));
+        let next = Arc::new(Mutex::new(1u64));
+        let subscribed = Arc::new(std::sync::Barrier::new(3));
+        let publish_turns = |turn: u64| {
+            let (hub, next) = (Arc::clone(&hub), Arc::clone(&next));
+            move || loop {
+                let mut offset = next.lock().unwrap();
+                if *offset > N {
+                    return;
+                }
+                if *offset % 3 == turn {
+                    hub.deliver("c", "E", &publication(*offset));
+                    *offset += 1;
+                }
+                drop(offset);
+                std::thread::yield_now();
+            }
+        };
+        let shards: Vec<_> = (0..2)
+            .map(|index| {
+                let (hub, subscribed) = (Arc::clone(&hub), Arc::clone(&subscribed));
+                let publish = publish_turns(index as u64);
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async move {
+                        tokio::spawn(hub.serve_shard(index));
+                        let outbox = Outbox::new(1 << 24);
+                        hub.subscribe("c", &outbox, sse_tag(index as u32));
+                        subscribed.wait();
+                        // Publishing blocks this thread; its inbox is drained
+                        // inline meanwhile and by `serve_shard` afterwards.
+                        publish();
+                        let mut offsets = Vec::new();
+                        while offsets.len() < N as usize {
+                            let waited = std::time::Duration::from_secs(5);
+                            tokio::time::timeout(waited, outbox.ready())
+                                .await
+                                .unwrap_or_else(|_| panic!("shard {index} stalled at {offsets:?}"));
+                            let taken = outbox.take().deliveries;
+                            offsets.extend(taken.iter().map(|d| d.offset));
+                        }
+                        offsets
+                    })
+                })
+            })
+            .collect();
+        subscribed.wait();
+        publish_turns(2)();
+        let expected: Vec<u64> = (1..=N).collect();
+        for (index, shard) in shards.into_iter().enumerate() {
+            assert_eq!(
+                shard.join().unwrap(),
+                expected,
+                "shard {index}: every offset, once, in order"
+            );
+        }
+        assert_eq!(hub.num_subscribers("c"), 2);
+        assert_eq!(hub.num_deliveries(), 2 * N);
     }
 }

@@ -1,3 +1,5 @@
+use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,9 +101,16 @@ impl CoreError {
 }
 
 impl Node {
-    /// A node with the in-memory engine.
+    /// A node with the in-memory engine, delivering from whichever thread
+    /// publishes.
     pub fn with_memory_engine(config: NodeConfig) -> Arc<Self> {
-        let hub = Arc::new(Hub::default());
+        Node::with_memory_engine_sharded(config, NonZeroUsize::MIN)
+    }
+
+    /// A node with the in-memory engine whose fan-out is split over `shards`
+    /// threads, each of which must run [`Node::serve_shard`].
+    pub fn with_memory_engine_sharded(config: NodeConfig, shards: NonZeroUsize) -> Arc<Self> {
+        let hub = Arc::new(Hub::new(shards));
         let memory = Arc::new(MemoryEngine::new(hub.clone(), config.history_meta_ttl));
         Arc::new(Node {
             engine: memory.clone(),
@@ -115,6 +124,12 @@ impl Node {
     /// This node's subscribers.
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// Makes the calling thread fan-out shard `index` ([`Hub::serve_shard`]); run
+    /// the returned future on this thread.
+    pub fn serve_shard(&self, index: usize) -> impl Future<Output = ()> + 'static {
+        self.hub.serve_shard(index)
     }
 
     /// The options of `channel`, after checking its name.

@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +12,9 @@ use herald_core::NodeConfig;
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Worker threads, each a single-threaded runtime with its own listening
+    /// socket; `None`: one per available core.
+    pub workers: Option<NonZeroUsize>,
     /// Certificate and key; when set the port speaks TLS.
     pub tls: Option<TlsPaths>,
     /// Key for the server API; without one the API answers loopback clients only.
@@ -66,6 +70,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
+            workers: None,
             tls: None,
             api_key: None,
             tokens: TokenConfig::default(),

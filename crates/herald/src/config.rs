@@ -2,6 +2,7 @@
 //! environment variables (`HERALD_*`), overridden by flags.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +31,10 @@ pub struct Cli {
     /// Address and port to listen on [default: 0.0.0.0:8000].
     #[arg(long, env = "HERALD_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Worker threads; each serves its share of the connections on its own
+    /// listening socket [default: one per available core].
+    #[arg(long, env = "HERALD_WORKERS")]
+    pub workers: Option<NonZeroUsize>,
     /// PEM certificate chain; with --tls-key the port serves TLS (ALPN h2, http/1.1).
     /// SIGHUP reloads the files.
     #[arg(long, env = "HERALD_TLS_CERT")]
@@ -172,6 +177,7 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    workers: Option<NonZeroUsize>,
     tls: Option<FileTls>,
     api_key: Option<String>,
     token: Option<FileToken>,
@@ -297,6 +303,7 @@ pub fn load(cli: &Cli) -> Result<Settings, String> {
     if let Some(listen) = cli.listen.or(file.listen) {
         server.listen = listen;
     }
+    server.workers = cli.workers.or(file.workers);
     server.tls = match (&cli.tls_cert, &cli.tls_key, file.tls) {
         (Some(cert), Some(key), _) => Some(TlsPaths {
             cert: cert.clone(),

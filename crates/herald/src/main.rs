@@ -33,7 +33,9 @@ fn main() -> ExitCode {
         };
     }
     init_logging(settings.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Connections are served on the server's worker threads; this runtime only
+    // handles signals and housekeeping.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -57,7 +59,7 @@ async fn run(config: herald_server::ServerConfig) -> ExitCode {
     let addr = server
         .local_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string());
-    tracing::info!(%addr, tls = server.is_tls(), version = env!("CARGO_PKG_VERSION"), "herald listening");
+    tracing::info!(%addr, tls = server.is_tls(), workers = server.workers(), version = env!("CARGO_PKG_VERSION"), "herald listening");
     if let Some(reload) = server.tls_reloader() {
         let Ok(mut hangup) = signal(SignalKind::hangup()) else {
             tracing::error!("cannot install the SIGHUP handler");
