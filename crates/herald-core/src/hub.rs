@@ -173,6 +173,10 @@ impl Channel {
     fn len(&self) -> usize {
         self.by_shard.iter().map(|list| lock(list).len()).sum()
     }
+
+    fn is_empty(&self) -> bool {
+        self.by_shard.iter().all(|list| lock(list).is_empty())
+    }
 }
 
 impl Hub {
@@ -235,7 +239,7 @@ impl Hub {
                     break;
                 }
             }
-            subscribers.len() == 0
+            subscribers.is_empty()
         });
     }
 
