@@ -3,6 +3,7 @@
 
 mod config;
 mod duration;
+mod open_files;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ fn main() -> ExitCode {
         };
     }
     init_logging(settings.log_format);
+    // Before the runtime: no other thread exists yet.
+    let open_files = open_files::prepare();
     // Connections are served on the server's worker threads; this runtime only
     // handles signals and housekeeping.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -45,10 +48,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(settings.server))
+    runtime.block_on(run(settings.server, open_files))
 }
 
-async fn run(config: herald_server::ServerConfig) -> ExitCode {
+async fn run(config: herald_server::ServerConfig, open_files: open_files::OpenFiles) -> ExitCode {
     let server = match herald_server::Server::bind(config).await {
         Ok(server) => server,
         Err(e) => {
@@ -59,7 +62,13 @@ async fn run(config: herald_server::ServerConfig) -> ExitCode {
     let addr = server
         .local_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string());
-    tracing::info!(%addr, tls = server.is_tls(), workers = server.workers(), version = env!("CARGO_PKG_VERSION"), "herald listening");
+    tracing::info!(%addr, tls = server.is_tls(), workers = server.workers(), open_files_limit = ?open_files.limit, descriptor_slots = open_files.reserved_slots, version = env!("CARGO_PKG_VERSION"), "herald listening");
+    if open_files.is_low() {
+        tracing::warn!(
+            limit = ?open_files.limit,
+            "the open-files limit allows only a few thousand connections; raise it (ulimit -n, LimitNOFILE=)"
+        );
+    }
     if let Some(reload) = server.tls_reloader() {
         let Ok(mut hangup) = signal(SignalKind::hangup()) else {
             tracing::error!("cannot install the SIGHUP handler");

@@ -38,6 +38,7 @@ mod auth;
 mod emulation;
 mod history;
 mod metrics;
+mod open_files;
 mod pubsub;
 mod resume;
 mod shutdown;
