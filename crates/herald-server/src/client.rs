@@ -1050,21 +1050,48 @@ fn bare_push(message: &[u8]) -> &[u8] {
 
 /// A random client (or session) id in UUID v4 form, as Centrifugo's.
 pub(crate) fn new_client_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-4{}-{:x}{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[13..16],
-        (bytes[8] & 0x3) | 0x8,
-        &hex[17..20],
-        &hex[20..32]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes: [u8; 16] = rand::random();
+    // Version 4, variant 10 (RFC 9562).
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let mut id = String::with_capacity(36);
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    id
 }
 
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_client_id;
+
+    #[test]
+    fn client_ids_are_distinct_uuid_v4_strings() {
+        let id = new_client_id();
+        let parsed: Vec<&str> = id.split('-').collect();
+        let lengths: Vec<usize> = parsed.iter().map(|part| part.len()).collect();
+        assert_eq!(lengths, [8, 4, 4, 4, 12], "{id}");
+        assert!(
+            id.chars()
+                .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)),
+            "{id}"
+        );
+        assert!(parsed[2].starts_with('4'), "version 4: {id}");
+        assert!(
+            parsed[3].starts_with(['8', '9', 'a', 'b']),
+            "RFC 9562 variant: {id}"
+        );
+        assert_ne!(new_client_id(), id);
+    }
 }
