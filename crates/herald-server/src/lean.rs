@@ -162,41 +162,73 @@ async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<Head, HeadError> 
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buffer) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let path = request.path.and_then(|p| p.split('?').next());
-                let lean = request.method == Some("GET")
-                    && matches!(path, Some("/events" | ws::PATH | uni::WEBSOCKET_PATH));
-                // Let hyper serve other requests, and produce the error for heads
-                // `http` refuses.
-                let Some(parts) = lean.then(|| to_parts(&request)).flatten() else {
-                    return Ok(Head::Other(buffer));
-                };
-                if path == Some("/events") {
-                    return Ok(Head::Sse(parts));
-                }
-                if !ws::is_upgrade(&parts.headers) {
-                    return Ok(Head::Other(buffer));
-                }
-                let rest = buffer.split_off(head_len);
-                return Ok(Head::WebSocket(parts, rest));
-            }
+        let (head_len, lean_route) = match request.parse(&buffer) {
+            Ok(httparse::Status::Complete(head_len)) => (head_len, lean_route(&request)),
             Ok(httparse::Status::Partial) => continue,
             // hyper answers malformed requests with a proper 400.
             Err(_) => return Ok(Head::Other(buffer)),
-        }
+        };
+        let Some(route) = lean_route else {
+            return Ok(Head::Other(buffer));
+        };
+        let rest = buffer.split_off(head_len);
+        let head = Bytes::from(buffer);
+        // Let hyper serve heads `http` refuses (it answers with the error), and
+        // GETs of the WebSocket paths that are not upgrades.
+        let parts = to_parts(&head).filter(|parts| match route {
+            LeanRoute::Sse => true,
+            LeanRoute::WebSocket => ws::is_upgrade(&parts.headers),
+        });
+        return Ok(match (parts, route) {
+            (Some(parts), LeanRoute::Sse) => Head::Sse(parts),
+            (Some(parts), LeanRoute::WebSocket) => Head::WebSocket(parts, rest),
+            (None, _) => {
+                let mut all = Vec::from(head);
+                all.extend_from_slice(&rest);
+                Head::Other(all)
+            }
+        });
     }
 }
 
-fn to_parts(request: &httparse::Request<'_, '_>) -> Option<http::request::Parts> {
-    let mut builder = http::Request::builder()
-        .method(Method::GET)
-        .uri(request.path?)
-        .version(http::Version::HTTP_11);
-    for header in request.headers.iter() {
-        builder = builder.header(header.name, header.value);
+/// The requests served on the lean path.
+#[derive(Clone, Copy)]
+enum LeanRoute {
+    /// `GET /events`.
+    Sse,
+    /// `GET` of a WebSocket path (an upgrade, if its headers say so).
+    WebSocket,
+}
+
+fn lean_route(request: &httparse::Request<'_, '_>) -> Option<LeanRoute> {
+    if request.method != Some("GET") {
+        return None;
     }
-    builder.body(()).ok().map(|r| r.into_parts().0)
+    match request.path?.split('?').next()? {
+        "/events" => Some(LeanRoute::Sse),
+        ws::PATH | uni::WEBSOCKET_PATH => Some(LeanRoute::WebSocket),
+        _ => None,
+    }
+}
+
+/// The complete request head in `head` as `http` parts, or `None` if `http`
+/// refuses a part of it. The URI and the header values point into `head` instead
+/// of copying it: a connect storm opens thousands of these a second.
+fn to_parts(head: &Bytes) -> Option<http::request::Parts> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    request.parse(head).ok()?;
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = Method::GET;
+    parts.version = http::Version::HTTP_11;
+    parts.uri = http::Uri::from_maybe_shared(head.slice_ref(request.path?.as_bytes())).ok()?;
+    parts.headers.reserve(request.headers.len());
+    for header in request.headers.iter() {
+        let name = http::HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        let value = http::HeaderValue::from_maybe_shared(head.slice_ref(header.value)).ok()?;
+        parts.headers.append(name, value);
+    }
+    Some(parts)
 }
 
 /// Opens the stream and writes the response head; on refusal writes the error

@@ -240,3 +240,43 @@ async fn bad_connection_tokens(proto: Proto) {
     assert!(ws.reply(9).await["ping"].is_object());
     ws.close().await;
 }
+
+/// A plain `GET` of the WebSocket path (no upgrade) is answered with a clear 400,
+/// and the bytes the client sent after it (a pipelined request) are not lost: the
+/// server reads the head itself first, then hands everything it read on.
+#[tokio::test]
+async fn a_get_without_upgrade_is_refused_and_the_next_request_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let herald = Herald::start(Proto::Http1).await;
+    let mut socket = tokio::net::TcpStream::connect(herald.addr())
+        .await
+        .expect("connect");
+    socket
+        .write_all(
+            b"GET /connection/websocket HTTP/1.1\r\nHost: herald\r\n\r\n\
+              GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("send two requests");
+    let mut answer = Vec::new();
+    tokio::time::timeout(crate::util::PROMPTLY, socket.read_to_end(&mut answer))
+        .await
+        .expect("the server answers both and closes")
+        .expect("read the answers");
+    let answer = String::from_utf8_lossy(&answer);
+    // Status lines; the second response follows the first's body directly.
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| answer[at..].split("\r\n").next())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["HTTP/1.1 400 Bad Request", "HTTP/1.1 200 OK"],
+        "{answer}"
+    );
+    assert!(
+        answer.contains("expected a WebSocket upgrade request"),
+        "the refusal says why: {answer}"
+    );
+}
