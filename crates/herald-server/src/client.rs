@@ -20,7 +20,7 @@ use herald_protocol::{ErrorCode, ErrorReply, Payload, StreamPosition};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::metrics::{ConnectionLabels, HttpVersion, Transport};
+use crate::metrics::{HttpVersion, Transport};
 use crate::routes::Context;
 
 /// What the transport should do next: write `frame` (newline-separated protocol
@@ -130,7 +130,8 @@ impl Mode {
 pub struct ClientSession {
     ctx: Arc<Context>,
     mode: Mode,
-    labels: ConnectionLabels,
+    transport: Transport,
+    http_version: HttpVersion,
     outbox: Arc<Outbox>,
     shutdown: watch::Receiver<bool>,
     connected: Option<Connected>,
@@ -157,12 +158,7 @@ impl ClientSession {
         version: HttpVersion,
         mode: Mode,
     ) -> Self {
-        let labels = ConnectionLabels {
-            transport,
-            http_version: version,
-        };
-        ctx.metrics.connections.get_or_create(&labels).inc();
-        ctx.metrics.connections_total.get_or_create(&labels).inc();
+        ctx.metrics.connection_opened(transport, version);
         let mut shutdown = ctx.shutdown.clone();
         shutdown.mark_unchanged();
         let next_ping = Instant::now() + ctx.config.client_connect_timeout;
@@ -170,7 +166,8 @@ impl ClientSession {
             outbox: Outbox::new(ctx.config.client_queue_max_bytes),
             ctx,
             mode,
-            labels,
+            transport,
+            http_version: version,
             shutdown,
             connected: None,
             subscriptions: Vec::new(),
@@ -396,7 +393,7 @@ impl ClientSession {
     fn wrote(&mut self, out: Vec<u8>) -> Output {
         self.next_write =
             crate::coalesce::next_write(Instant::now(), self.ctx.config.write_coalesce);
-        self.ctx.metrics.wrote(self.labels.transport, out.len());
+        self.ctx.metrics.wrote(self.transport, out.len());
         Output {
             frame: Some(out),
             close: None,
@@ -492,7 +489,7 @@ impl ClientSession {
                 }
             }
         };
-        let client: Arc<str> = Arc::from(new_client_id());
+        let client = new_client_id();
         let info = ClientInfo {
             client: client.clone(),
             user: Arc::from(claims.sub.as_str()),
@@ -973,9 +970,7 @@ impl Drop for ClientSession {
     fn drop(&mut self) {
         self.ctx
             .metrics
-            .connections
-            .get_or_create(&self.labels)
-            .dec();
+            .connection_closed(self.transport, self.http_version);
         let Some(connected) = self.connected.take() else {
             return;
         };
@@ -1049,21 +1044,24 @@ fn bare_push(message: &[u8]) -> &[u8] {
 }
 
 /// A random client (or session) id in UUID v4 form, as Centrifugo's.
-pub(crate) fn new_client_id() -> String {
+pub(crate) fn new_client_id() -> Arc<str> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bytes: [u8; 16] = rand::random();
     // Version 4, variant 10 (RFC 9562).
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let mut id = String::with_capacity(36);
+    // Written on the stack: the `Arc` is the id's one allocation.
+    let mut id = [b'-'; 36];
+    let mut at = 0;
     for (i, byte) in bytes.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            id.push('-');
+            at += 1; // past a '-'
         }
-        id.push(char::from(HEX[usize::from(byte >> 4)]));
-        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        id[at] = HEX[usize::from(byte >> 4)];
+        id[at + 1] = HEX[usize::from(byte & 0x0f)];
+        at += 2;
     }
-    id
+    Arc::from(std::str::from_utf8(&id).expect("hex digits and dashes are ASCII"))
 }
 
 fn unix_now() -> u64 {

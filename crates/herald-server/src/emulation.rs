@@ -234,7 +234,7 @@ pub async fn open(
         Ok(frame) => frame,
         Err(refusal) => return refusal.into_response(),
     };
-    let id: Arc<str> = Arc::from(crate::client::new_client_id());
+    let id = crate::client::new_client_id();
     let (registration, commands) = ctx.emulation.register(id.clone());
     let (transport, framing) = match kind {
         Emulated::HttpStream => (Transport::HttpStream, Framing::Lines),

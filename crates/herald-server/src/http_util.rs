@@ -130,14 +130,47 @@ pub fn preflight(allowed: &[String], request: &HeaderMap) -> Response<Body> {
     response
 }
 
-/// Percent-decoded values of query parameter `name`.
+/// Percent-decoded values of query parameter `name` (`+` is a space, as in forms).
 pub fn query_values<'a>(
     query: Option<&'a str>,
     name: &'a str,
 ) -> impl Iterator<Item = Cow<'a, str>> {
-    form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .filter(move |(key, _)| key == name)
-        .map(|(_, value)| value)
+    query.unwrap_or("").split('&').filter_map(move |pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(key) == name).then(|| form_decode(value))
+    })
+}
+
+/// `text` with `+` and `%XX` decoded, in one allocation when there is anything to
+/// decode (a connect request in the URL is mostly escapes); bytes that are not
+/// UTF-8 once decoded become U+FFFD.
+fn form_decode(text: &str) -> Cow<'_, str> {
+    if !text.bytes().any(|b| b == b'+' || b == b'%') {
+        return Cow::Borrowed(text);
+    }
+    let hex = |b: Option<&u8>| char::from(*b?).to_digit(16).map(|d| d as u8);
+    let mut decoded = Vec::with_capacity(text.len());
+    let mut bytes = text.as_bytes().iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'+' => decoded.push(b' '),
+            b'%' => {
+                let rest = bytes.as_slice();
+                match (hex(rest.first()), hex(rest.get(1))) {
+                    (Some(high), Some(low)) => {
+                        decoded.push(high << 4 | low);
+                        bytes.nth(1);
+                    }
+                    _ => decoded.push(b'%'),
+                }
+            }
+            _ => decoded.push(b),
+        }
+    }
+    match String::from_utf8(decoded) {
+        Ok(decoded) => Cow::Owned(decoded),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -174,5 +207,18 @@ mod tests {
         let values: Vec<_> =
             query_values(Some("channel=a&channel=news%3Asport&x=1"), "channel").collect();
         assert_eq!(values, ["a", "news:sport"]);
+    }
+
+    #[test]
+    fn query_values_decode_as_forms_do() {
+        let query = Some("q=a+b%2Bc%20d&q=%zz%4&q=%FF%41&empty&q%3D=x&q=");
+        let values: Vec<_> = query_values(query, "q").collect();
+        assert_eq!(values, ["a b+c d", "%zz%4", "\u{FFFD}A", ""]);
+        assert!(matches!(
+            query_values(Some("q=plain"), "q").next(),
+            Some(Cow::Borrowed("plain"))
+        ));
+        assert_eq!(query_values(query, "q=").collect::<Vec<_>>(), ["x"]);
+        assert_eq!(query_values(query, "empty").collect::<Vec<_>>(), [""]);
     }
 }

@@ -25,6 +25,19 @@ pub enum Transport {
     UniHttpStream,
 }
 
+impl Transport {
+    /// Every transport.
+    const ALL: [Transport; 7] = [
+        Transport::Sse,
+        Transport::WebSocket,
+        Transport::HttpStream,
+        Transport::SseEmulation,
+        Transport::UniWebSocket,
+        Transport::UniSse,
+        Transport::UniHttpStream,
+    ];
+}
+
 impl EncodeLabelValue for Transport {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
         use std::fmt::Write as _;
@@ -96,9 +109,9 @@ pub struct ApiLabels {
 pub struct Metrics {
     registry: Registry,
     /// Open client connections.
-    pub connections: Family<ConnectionLabels, Gauge>,
+    connections: Family<ConnectionLabels, Gauge>,
     /// Client connections accepted since start.
-    pub connections_total: Family<ConnectionLabels, Counter>,
+    connections_total: Family<ConnectionLabels, Counter>,
     /// Publications accepted (server API and clients).
     pub publications: Counter,
     /// Publications written to client connections.
@@ -106,12 +119,28 @@ pub struct Metrics {
     /// Connections ended by the server, by reason.
     pub disconnects: Family<ReasonLabels, Counter>,
     /// Bytes written to clients, by transport.
-    pub bytes_written: Family<TransportLabels, Counter>,
+    bytes_written: Family<TransportLabels, Counter>,
     /// Writes to clients (each one batch of frames), by transport: deliveries per
     /// write is how well `write_coalesce` batches.
-    pub writes: Family<TransportLabels, Counter>,
+    writes: Family<TransportLabels, Counter>,
     /// Server API requests.
     pub api_requests: Family<ApiLabels, Counter>,
+    /// The series of each transport and HTTP version, looked up once: counting a
+    /// write then takes no lock and hashes nothing.
+    series: Vec<ConnectionSeries>,
+}
+
+/// The metrics of the connections of one transport over one HTTP version.
+struct ConnectionSeries {
+    open: Gauge,
+    accepted: Counter,
+    writes: Counter,
+    bytes_written: Counter,
+}
+
+/// Where a transport's and HTTP version's series are in `Metrics::series`.
+fn series_index(transport: Transport, http_version: HttpVersion) -> usize {
+    transport as usize * 2 + http_version as usize
 }
 
 impl Default for Metrics {
@@ -127,6 +156,7 @@ impl Default for Metrics {
             writes: Family::default(),
             api_requests: Family::default(),
             registry: Registry::default(),
+            series: Vec::new(),
         };
         registry.register(
             "connections",
@@ -168,8 +198,27 @@ impl Default for Metrics {
             "Server API requests",
             metrics.api_requests.clone(),
         );
+        let series = Transport::ALL
+            .into_iter()
+            .flat_map(|transport| {
+                [HttpVersion::Http1, HttpVersion::Http2].map(|http_version| {
+                    let labels = ConnectionLabels {
+                        transport,
+                        http_version,
+                    };
+                    let by_transport = TransportLabels { transport };
+                    ConnectionSeries {
+                        open: metrics.connections.get_or_create(&labels).clone(),
+                        accepted: metrics.connections_total.get_or_create(&labels).clone(),
+                        writes: metrics.writes.get_or_create(&by_transport).clone(),
+                        bytes_written: metrics.bytes_written.get_or_create(&by_transport).clone(),
+                    }
+                })
+            })
+            .collect();
         Metrics {
             registry,
+            series,
             ..metrics
         }
     }
@@ -186,17 +235,21 @@ impl Metrics {
 
     /// Open client connections, over every transport and HTTP version.
     pub fn open_connections(&self) -> i64 {
-        let mut total = 0;
-        for transport in [Transport::Sse, Transport::WebSocket] {
-            for http_version in [HttpVersion::Http1, HttpVersion::Http2] {
-                let labels = ConnectionLabels {
-                    transport,
-                    http_version,
-                };
-                total += self.connections.get(&labels).map_or(0, |g| g.get());
-            }
-        }
-        total
+        self.series.iter().map(|series| series.open.get()).sum()
+    }
+
+    /// Counts a connection of `transport` over `http_version` opening.
+    pub fn connection_opened(&self, transport: Transport, http_version: HttpVersion) {
+        let series = &self.series[series_index(transport, http_version)];
+        series.open.inc();
+        series.accepted.inc();
+    }
+
+    /// Counts a connection of `transport` over `http_version` closing.
+    pub fn connection_closed(&self, transport: Transport, http_version: HttpVersion) {
+        self.series[series_index(transport, http_version)]
+            .open
+            .dec();
     }
 
     /// Counts a server-side disconnect.
@@ -208,10 +261,9 @@ impl Metrics {
 
     /// Counts one write of `bytes` to a client of `transport`.
     pub fn wrote(&self, transport: Transport, bytes: usize) {
-        let labels = TransportLabels { transport };
-        self.writes.get_or_create(&labels).inc();
-        self.bytes_written
-            .get_or_create(&labels)
-            .inc_by(bytes as u64);
+        // Both HTTP versions share the transport's write counters.
+        let series = &self.series[series_index(transport, HttpVersion::Http1)];
+        series.writes.inc();
+        series.bytes_written.inc_by(bytes as u64);
     }
 }

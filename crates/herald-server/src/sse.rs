@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::http_util::Refusal;
-use crate::metrics::{ConnectionLabels, HttpVersion, Transport};
+use crate::metrics::{HttpVersion, Transport};
 use crate::routes::{Context, authorize_read, identify};
 
 /// An open SSE stream: its subscriptions, each channel's position, and its outbox.
@@ -306,21 +306,10 @@ impl SseStream {
         chunk
     }
 
-    fn labels(&self) -> ConnectionLabels {
-        ConnectionLabels {
-            transport: Transport::Sse,
-            http_version: self.version,
-        }
-    }
-
     fn count_connection(&self) {
-        let labels = self.labels();
-        self.ctx.metrics.connections.get_or_create(&labels).inc();
         self.ctx
             .metrics
-            .connections_total
-            .get_or_create(&labels)
-            .inc();
+            .connection_opened(Transport::Sse, self.version);
     }
 }
 
@@ -337,8 +326,6 @@ impl Drop for SseStream {
         }
         self.ctx
             .metrics
-            .connections
-            .get_or_create(&self.labels())
-            .dec();
+            .connection_closed(Transport::Sse, self.version);
     }
 }

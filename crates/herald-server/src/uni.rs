@@ -114,7 +114,7 @@ pub fn parse_connect(json: &[u8]) -> Result<ConnectRequest, Refusal> {
 }
 
 fn new_session(ctx: &Arc<Context>, transport: Transport, version: HttpVersion) -> ClientSession {
-    let session = Arc::from(crate::client::new_client_id());
+    let session = crate::client::new_client_id();
     ClientSession::with_mode(
         ctx.clone(),
         transport,
@@ -228,6 +228,16 @@ where
         .map(|close| session.disconnect_message(close));
     // Pushes are small; one buffer of frames makes one write.
     let mut frames = head.unwrap_or_default();
+    let payload: usize = output.frame.iter().chain(&disconnect).map(Vec::len).sum();
+    // Messages are split at line breaks; a frame header takes at most 10 bytes and
+    // a close frame at most 127.
+    let breaks = output
+        .frame
+        .iter()
+        .chain(&disconnect)
+        .flatten()
+        .filter(|b| **b == b'\n');
+    frames.reserve(payload + 10 * (2 + breaks.count()) + 127);
     for frame in output.frame.iter().chain(disconnect.as_ref()) {
         for message in frame.split(|b| *b == b'\n').filter(|m| !m.is_empty()) {
             ws_frame::encode_frame(&mut frames, OpCode::Text, message);

@@ -46,11 +46,13 @@ pub fn switching_protocols(headers: &HeaderMap) -> Result<Vec<u8>, &'static str>
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or("Sec-WebSocket-Key is required")?;
-    Ok(format!(
-        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
-        accept_key(key.as_bytes())
-    )
-    .into_bytes())
+    // Sized for the first messages too: a unidirectional WebSocket sends its
+    // connect result in the same write.
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: ");
+    head.extend_from_slice(accept_key(key.as_bytes()).as_bytes());
+    head.extend_from_slice(b"\r\n\r\n");
+    Ok(head)
 }
 
 /// How long a connection the server closed waits for the client to close too.

@@ -66,6 +66,9 @@ pub(super) fn append_serialized<T: Serialize + ?Sized>(frame: &mut Vec<u8>, valu
 /// some as whitespace; outside strings a line break is only whitespace and inside
 /// them JSON forbids it, so each becomes a space.
 fn write_single_line<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Room for a typical reply up front: serde_json grows the buffer a few bytes
+    // at a time, and a connect reply would otherwise reallocate five times.
+    out.reserve(256);
     let start = out.len();
     serde_json::to_writer(&mut *out, value)
         .expect("protocol types always serialize: string map keys, no custom errors");

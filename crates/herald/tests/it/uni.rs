@@ -145,6 +145,11 @@ async fn uni_websocket_receives_connect_push_and_publications() {
         }
     };
     check_connect_push(&next().await);
+    let (_, info) = herald.api("info", json!({})).await;
+    assert_eq!(
+        info["result"]["nodes"][0]["num_clients"], 1,
+        "the server API counts unidirectional WebSocket clients: {info}"
+    );
     herald.publish("news", json!({"n": 1})).await;
     check_publication(&next().await, 1);
 }
