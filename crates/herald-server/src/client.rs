@@ -6,6 +6,7 @@
 //! the session through its outbox as pushes encoded once per publication; the
 //! session drops duplicates at the live/history seam by offset, exactly as SSE does.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +19,7 @@ use herald_core::{
 use herald_protocol::centrifuge::{self as proto, Codec, Command, DisconnectCode, Reply, Request};
 use herald_protocol::{ErrorCode, ErrorReply, Payload, StreamPosition};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::metrics::{HttpVersion, Transport};
 use crate::routes::Context;
@@ -143,6 +144,9 @@ pub struct ClientSession {
     pong_deadline: Option<Instant>,
     /// Queued messages wait until then, to go out together (`write_coalesce`).
     next_write: Instant,
+    /// The one timer of the session, set to whatever `wait` waits for: registered
+    /// once and moved when that changes, so a wait re-arms no timer.
+    timer: Pin<Box<Sleep>>,
 }
 
 impl ClientSession {
@@ -175,6 +179,7 @@ impl ClientSession {
             next_ping,
             pong_deadline: None,
             next_write: Instant::now(),
+            timer: Box::pin(tokio::time::sleep_until(next_ping)),
         }
     }
 
@@ -245,16 +250,26 @@ impl ClientSession {
         loop {
             if self.outbox.has_pending() {
                 if self.next_write > Instant::now() {
-                    tokio::time::sleep_until(self.next_write).await;
+                    self.set_timer(self.next_write);
+                    self.timer.as_mut().await;
                 }
                 return Wake::Queue;
             }
-            let deadline = self.pong_deadline.unwrap_or(self.next_ping);
+            self.set_timer(self.pong_deadline.unwrap_or(self.next_ping));
             tokio::select! {
+                biased;
                 () = self.outbox.ready() => {}
-                () = tokio::time::sleep_until(deadline) => return Wake::Timer,
+                () = self.timer.as_mut() => return Wake::Timer,
                 _ = self.shutdown.changed() => self.outbox.close(CloseReason::Shutdown),
             }
+        }
+    }
+
+    /// Moves the timer to `at` unless it is set there (then it may have fired
+    /// already, and fires at once again: `at` has passed).
+    fn set_timer(&mut self, at: Instant) {
+        if self.timer.deadline() != at {
+            self.timer.as_mut().reset(at);
         }
     }
 
@@ -265,7 +280,10 @@ impl ClientSession {
             return Some(self.on_timer());
         }
         let taken = self.outbox.take();
-        let mut out = Vec::new();
+        // Sized once: each message and its separator, and room for the
+        // transport's frame header (see `ws_frame::write_frame`).
+        let size = taken.deliveries.iter().map(|d| d.frame.len() + 1);
+        let mut out = Vec::with_capacity(size.sum::<usize>() + 10);
         let mut delivered = 0;
         for delivery in taken.deliveries {
             let Some(subscription) = self

@@ -21,11 +21,11 @@ pub fn next_write(last_write: Instant, window: Duration) -> Instant {
     }
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     let origin = *ORIGIN.get_or_init(Instant::now);
-    let tick = window.as_nanos();
-    let since = last_write.saturating_duration_since(origin).as_nanos();
-    let next = (since / tick + 1) * tick;
-    // u64 nanoseconds cover 584 years of uptime.
-    origin + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
+    // u64 nanoseconds cover 584 years of uptime (and divide faster than u128).
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let tick = nanos(window);
+    let since = nanos(last_write.saturating_duration_since(origin));
+    origin + Duration::from_nanos((since / tick).saturating_add(1).saturating_mul(tick))
 }
 
 #[cfg(test)]

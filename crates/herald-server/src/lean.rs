@@ -294,7 +294,7 @@ where
 
 /// Writes `bytes`, giving up after the write timeout (a client that stopped reading).
 async fn write<S: AsyncWrite + Unpin>(io: &mut S, ctx: &Context, bytes: Bytes) -> Result<(), ()> {
-    match tokio::time::timeout(ctx.config.write_timeout, io.write_all(&bytes)).await {
+    match crate::timed::within(ctx.config.write_timeout, io.write_all(&bytes)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(()),
         Err(_) => {

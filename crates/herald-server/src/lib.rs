@@ -18,6 +18,7 @@ mod metrics;
 mod prefixed;
 mod routes;
 mod sse;
+mod timed;
 mod tls;
 mod uni;
 mod ws;

@@ -176,6 +176,7 @@ where
     }
     loop {
         let output = tokio::select! {
+            biased;
             incoming = reader.read(io) => match ws::answer(io, session, incoming).await {
                 Answer::Message(message) if !connected => {
                     connected = true;

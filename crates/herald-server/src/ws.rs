@@ -75,6 +75,7 @@ where
     async move {
         let end = loop {
             let output = tokio::select! {
+                biased;
                 incoming = reader.read(&mut io) => {
                     match answer(&mut io, &session, incoming).await {
                         Answer::Message(message) => {
@@ -224,7 +225,7 @@ where
     };
     finish_write(
         session,
-        tokio::time::timeout(session.write_timeout(), sent).await,
+        crate::timed::within(session.write_timeout(), sent).await,
     )
 }
 
@@ -257,8 +258,9 @@ where
     if let Some(Disconnect { code, reason, .. }) = &output.close {
         ws_frame::encode_close(&mut close, *code, reason);
     }
+    let closes = output.close.is_some();
     let sent = async {
-        match &output.frame {
+        match output.frame {
             Some(frame) => ws_frame::write_frame(io, OpCode::Text, frame, &close).await,
             None => {
                 io.write_all(&close).await?;
@@ -266,8 +268,8 @@ where
             }
         }
     };
-    let result = tokio::time::timeout(session.write_timeout(), sent).await;
-    match (finish_write(session, result), output.close.is_some()) {
+    let result = crate::timed::within(session.write_timeout(), sent).await;
+    match (finish_write(session, result), closes) {
         (true, false) => None,
         (true, true) => Some(End::Closed),
         (false, _) => Some(End::Done),
@@ -348,7 +350,7 @@ mod tests {
                     return;
                 }
             };
-            if ws_frame::write_frame(&mut io, opcode, &payload, &[])
+            if ws_frame::write_frame(&mut io, opcode, payload, &[])
                 .await
                 .is_err()
             {

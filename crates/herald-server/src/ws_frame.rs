@@ -515,26 +515,32 @@ const COPY_LIMIT: usize = 16 * 1024;
 
 /// Writes one final `opcode` frame carrying `payload`, then `tail` (frames already
 /// encoded, e.g. a close), in one write, and flushes.
+///
+/// A small frame is framed in `payload`'s own buffer: room for 10 more bytes
+/// (the largest header) there saves an allocation.
 pub async fn write_frame<W>(
     io: &mut W,
     opcode: OpCode,
-    payload: &[u8],
+    mut payload: Vec<u8>,
     tail: &[u8],
 ) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
     let header = FrameHeader::new(opcode, payload.len());
-    let len = header.as_bytes().len() + payload.len() + tail.len();
+    let header = header.as_bytes();
+    let len = header.len() + payload.len() + tail.len();
     if len <= COPY_LIMIT {
-        let mut out = Vec::with_capacity(len);
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(payload);
-        out.extend_from_slice(tail);
-        io.write_all(&out).await?;
+        let frame = &mut payload;
+        let payload_len = frame.len();
+        frame.resize(payload_len + header.len(), 0);
+        frame.copy_within(..payload_len, header.len());
+        frame[..header.len()].copy_from_slice(header);
+        frame.extend_from_slice(tail);
+        io.write_all(frame).await?;
         return io.flush().await;
     }
-    let mut buf = Buf::chain(Buf::chain(header.as_bytes(), payload), tail);
+    let mut buf = Buf::chain(Buf::chain(header, &payload[..]), tail);
     io.write_all_buf(&mut buf).await?;
     io.flush().await
 }
@@ -895,19 +901,26 @@ mod tests {
 
     #[tokio::test]
     async fn frames_are_written_unmasked_with_their_tail() {
-        let (mut server, mut client) = duplex(1 << 20);
         let mut tail = Vec::new();
         encode_close(&mut tail, 3001, "shutdown");
-        write_frame(&mut server, OpCode::Text, b"{}\n{}", &tail)
-            .await
-            .unwrap();
-        drop(server);
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).await.unwrap();
-        let mut expected = vec![0x81, 5];
-        expected.extend_from_slice(b"{}\n{}");
-        expected.extend_from_slice(&tail);
-        assert_eq!(got, expected);
+        // Headers of 2 and 4 bytes, framed in the payload's buffer.
+        let long: Vec<u8> = (0..300).map(|i| b'a' + (i % 26) as u8).collect();
+        for (payload, header) in [
+            (b"{}\n{}".to_vec(), vec![0x81, 5]),
+            (long, vec![0x81, 126, 1, 44]),
+        ] {
+            let (mut server, mut client) = duplex(1 << 20);
+            write_frame(&mut server, OpCode::Text, payload.clone(), &tail)
+                .await
+                .unwrap();
+            drop(server);
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            let mut expected = header;
+            expected.extend_from_slice(&payload);
+            expected.extend_from_slice(&tail);
+            assert_eq!(got, expected);
+        }
     }
 
     #[tokio::test]
@@ -923,7 +936,7 @@ mod tests {
             client.read_to_end(&mut got).await.unwrap();
             got
         });
-        write_frame(&mut server, OpCode::Binary, &payload, &[0x88, 0])
+        write_frame(&mut server, OpCode::Binary, payload.clone(), &[0x88, 0])
             .await
             .unwrap();
         drop(server);
