@@ -1,20 +1,23 @@
 //! Connection tokens: JWTs signed with an HMAC secret, an RSA key or an EC key, the
 //! public keys configured or found in a JWKS by key id.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ParsedPublicKey};
-use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::{DecodeError, DecodeSliceError, Engine};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::jwks::{self, JwksSource};
+use hmac::HmacKeys;
 
+mod hmac;
 #[cfg(test)]
 mod tests;
 
@@ -107,11 +110,20 @@ pub(crate) struct ClaimRules {
 /// token can never pick how a key is used (no HS256 with an RSA key as the secret).
 #[derive(Clone, Debug)]
 struct VerifyingKey {
-    key: DecodingKey,
+    key: Key,
     /// Algorithms this key can check.
     usable: &'static [Algorithm],
     /// `algorithms` holds the accepted subset of `usable` (maybe empty).
     validation: Validation,
+}
+
+/// What checks a token's signature.
+#[derive(Clone, Debug)]
+enum Key {
+    /// The HMAC secret: HS* tokens are verified by [`hmac`], not by jsonwebtoken.
+    Hmac(Box<HmacKeys>),
+    /// An RSA or EC public key, used through jsonwebtoken.
+    Public(DecodingKey),
 }
 
 impl TokenVerifier {
@@ -135,15 +147,17 @@ impl TokenVerifier {
             issuer: non_empty(&config.issuer, "issuer")?,
             audience: non_empty(&config.audience, "audience")?,
         };
-        let mut keys: Vec<(DecodingKey, &'static [Algorithm])> = Vec::new();
+        let mut keys: Vec<(Key, &'static [Algorithm])> = Vec::new();
         if let Some(secret) = &config.hmac_secret {
             if secret.is_empty() {
                 return Err(ConfigError::EmptyHmacSecret);
             }
-            keys.push((DecodingKey::from_secret(secret.as_bytes()), HMAC));
+            let hmac = HmacKeys::new(secret.as_bytes());
+            keys.push((Key::Hmac(Box::new(hmac)), HMAC));
         }
         if let Some(pem) = &config.public_key_pem {
-            keys.push(parse_public_key(pem)?);
+            let (key, usable) = parse_public_key(pem)?;
+            keys.push((Key::Public(key), usable));
         }
 
         let from_jwks = if config.jwks_url.is_some() {
@@ -230,13 +244,14 @@ impl TokenVerifier {
     /// is already cached, and fails with [`TokenError::JwksUnavailable`] otherwise.
     /// Servers with a JWKS configured call [`verify_async`](Self::verify_async).
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let (header, alg) = self.check_header(token)?;
-        match self.verify_static(token, &header, alg) {
+        let mut buf = PartBuf::new();
+        let (jwt, alg) = self.check_header(token, &mut buf)?;
+        match self.verify_static(token, &jwt, alg) {
             Static::Done(result) => result,
             Static::TryJwks { jwks, kid } => {
                 let iss = self.unverified_issuer(token)?;
                 let key = jwks.cached_key(iss.as_deref(), &kid, alg)?;
-                self.decode(token, &key.key, &key.validation, header.alg)
+                self.decode(token, &key.key, &key.validation, &jwt.alg)
             }
         }
     }
@@ -253,23 +268,29 @@ impl TokenVerifier {
     /// matters). Waits at most about 10 seconds, when a fetch is needed and the JWKS
     /// server is slow.
     pub async fn verify_async(&self, token: &str) -> Result<Claims, TokenError> {
-        let (header, alg) = self.check_header(token)?;
-        match self.verify_static(token, &header, alg) {
+        let mut buf = PartBuf::new();
+        let (jwt, alg) = self.check_header(token, &mut buf)?;
+        match self.verify_static(token, &jwt, alg) {
             Static::Done(result) => result,
             Static::TryJwks { jwks, kid } => {
                 let iss = self.unverified_issuer(token)?;
                 let key = jwks.key(iss.as_deref(), &kid, alg).await?;
-                self.decode(token, &key.key, &key.validation, header.alg)
+                self.decode(token, &key.key, &key.validation, &jwt.alg)
             }
         }
     }
 
     /// Reads the header and refuses algorithms that are unknown, `none`, excluded by
     /// the configuration, or have no key: no key is ever tried for those.
-    fn check_header(&self, token: &str) -> Result<(JwtHeader, Algorithm), TokenError> {
-        let header = read_header(token)?;
-        let Some(alg) = parse_algorithm_exact(&header.alg) else {
-            return Err(TokenError::AlgorithmNotAccepted { alg: header.alg });
+    fn check_header<'a>(
+        &self,
+        token: &'a str,
+        buf: &'a mut PartBuf<HEADER_ROOM>,
+    ) -> Result<(Jwt<'a>, Algorithm), TokenError> {
+        let jwt = read_header(token, buf)?;
+        let Some(alg) = parse_algorithm_exact(&jwt.alg) else {
+            let alg = jwt.alg.into_owned();
+            return Err(TokenError::AlgorithmNotAccepted { alg });
         };
         let static_key = self.keys.iter().find(|k| k.usable.contains(&alg));
         let jwks = self
@@ -277,7 +298,8 @@ impl TokenVerifier {
             .as_ref()
             .filter(|_| JWKS_ALGORITHMS.contains(&alg));
         if static_key.is_none() && jwks.is_none() {
-            return Err(TokenError::NoKeyForAlgorithm { alg: header.alg });
+            let alg = jwt.alg.into_owned();
+            return Err(TokenError::NoKeyForAlgorithm { alg });
         }
         // The accepted list is the same for a static key and for the JWKS.
         let accepted = static_key.map_or_else(
@@ -285,34 +307,38 @@ impl TokenVerifier {
             |k| k.validation.algorithms.contains(&alg),
         );
         if !accepted {
-            return Err(TokenError::AlgorithmNotAccepted { alg: header.alg });
+            let alg = jwt.alg.into_owned();
+            return Err(TokenError::AlgorithmNotAccepted { alg });
         }
-        Ok((header, alg))
+        Ok((jwt, alg))
     }
 
     /// Tries the configured key for `alg`, if any; says when the JWKS is to be tried:
     /// when no configured key checks `alg`, or the configured key's signature check
     /// failed and the header names a JWKS key.
-    fn verify_static<'a>(&'a self, token: &str, header: &JwtHeader, alg: Algorithm) -> Static<'a> {
+    fn verify_static<'a>(&'a self, token: &str, jwt: &Jwt<'_>, alg: Algorithm) -> Static<'a> {
         let jwks = self
             .jwks
             .as_deref()
             .filter(|_| JWKS_ALGORITHMS.contains(&alg));
         if let Some(key) = self.keys.iter().find(|k| k.usable.contains(&alg)) {
-            let result = self.decode(token, &key.key, &key.validation, header.alg.clone());
-            return match (&result, jwks, &header.kid) {
+            let result = match &key.key {
+                Key::Hmac(hmac) => hmac.verify(jwt, alg, &self.rules),
+                Key::Public(public) => self.decode(token, public, &key.validation, &jwt.alg),
+            };
+            return match (&result, jwks, &jwt.kid) {
                 (Err(TokenError::BadSignature), Some(jwks), Some(kid)) => Static::TryJwks {
                     jwks,
-                    kid: kid.clone(),
+                    kid: kid.to_string(),
                 },
                 _ => Static::Done(result),
             };
         }
-        let alg = header.alg.clone();
-        match (jwks, &header.kid) {
+        let alg = jwt.alg.to_string();
+        match (jwks, &jwt.kid) {
             (Some(jwks), Some(kid)) => Static::TryJwks {
                 jwks,
-                kid: kid.clone(),
+                kid: kid.to_string(),
             },
             (Some(_), None) => Static::Done(Err(TokenError::MissingKeyId { alg })),
             (None, _) => Static::Done(Err(TokenError::NoKeyForAlgorithm { alg })),
@@ -356,7 +382,7 @@ impl TokenVerifier {
         token: &str,
         key: &DecodingKey,
         validation: &Validation,
-        alg: String,
+        alg: &str,
     ) -> Result<Claims, TokenError> {
         jsonwebtoken::decode::<Claims>(token, key, validation)
             .map(|data| data.claims)
@@ -467,45 +493,113 @@ fn parse_algorithm_exact(name: &str) -> Option<Algorithm> {
         .then_some(alg)
 }
 
-/// The header fields read before verifying.
-struct JwtHeader {
-    alg: String,
-    kid: Option<String>,
+/// A token split into its parts, with the header fields read before verifying.
+struct Jwt<'a> {
+    alg: Cow<'a, str>,
+    kid: Option<Cow<'a, str>>,
+    header_json: &'a [u8],
+    /// Whether the header is an object with only `alg`, `typ` and `kid`, all strings
+    /// (or null for `typ` and `kid`), so that jsonwebtoken's `Header` reads it too.
+    plain_header: bool,
+    /// `header.payload`, what the signature signs.
+    signed: &'a str,
+    payload: &'a str,
+    signature: &'a str,
 }
 
-/// Reads the header's `alg` and `kid` ourselves: jsonwebtoken cannot parse "none",
-/// and we want to report that as "not accepted", not as "malformed".
-fn read_header(token: &str) -> Result<JwtHeader, TokenError> {
+/// Room for the decoded header of any usual token.
+const HEADER_ROOM: usize = 256;
+
+/// Splits a token and reads the header's `alg` and `kid` ourselves: jsonwebtoken cannot
+/// parse "none", and we want to report that as "not accepted", not as "malformed".
+fn read_header<'a>(
+    token: &'a str,
+    buf: &'a mut PartBuf<HEADER_ROOM>,
+) -> Result<Jwt<'a>, TokenError> {
+    /// The header of nearly every token, read without allocating (strings with escapes
+    /// are left to `Fields`). Reading it tells the HMAC path that the header needs no
+    /// further check.
     #[derive(Deserialize)]
-    struct Fields {
-        alg: String,
+    #[serde(deny_unknown_fields)]
+    struct Plain<'a> {
+        alg: &'a str,
+        kid: Option<&'a str>,
+        /// Read only to check that it is a string.
+        #[serde(rename = "typ")]
+        _typ: Option<&'a str>,
+    }
+    /// Any header.
+    #[derive(Deserialize)]
+    struct Fields<'a> {
+        #[serde(borrow)]
+        alg: Cow<'a, str>,
         kid: Option<String>,
     }
     let malformed = |reason: &str| TokenError::Malformed {
         reason: reason.to_owned(),
     };
     let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) =
+    let (Some(header), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(malformed("expected three base64url parts separated by '.'"));
     };
-    let json = URL_SAFE_NO_PAD
+    let json = buf
         .decode(header)
         .map_err(|_| malformed("the header is not base64url"))?;
-    serde_json::from_slice::<Fields>(&json)
-        .map(|h| JwtHeader {
-            alg: h.alg,
-            kid: h.kid,
-        })
-        .map_err(|_| {
-            malformed(
-                "the header is not JSON with an \"alg\" string (and \"kid\", if any, a string)",
-            )
-        })
+    let (alg, kid, plain_header) = match serde_json::from_slice::<Plain>(json) {
+        // serde also reads a struct from an array, jsonwebtoken's `Header` does not.
+        Ok(h) if json.trim_ascii_start().starts_with(b"{") => {
+            (h.alg.into(), h.kid.map(Cow::from), true)
+        }
+        _ => serde_json::from_slice::<Fields>(json)
+            .map(|h| (h.alg, h.kid.map(Cow::from), false))
+            .map_err(|_| {
+                malformed(
+                    "the header is not JSON with an \"alg\" string (and \"kid\", if any, a string)",
+                )
+            })?,
+    };
+    Ok(Jwt {
+        alg,
+        kid,
+        header_json: json,
+        plain_header,
+        signed: &token[..header.len() + 1 + payload.len()],
+        payload,
+        signature,
+    })
 }
 
-fn token_error(kind: ErrorKind, alg: String, rules: &ClaimRules) -> TokenError {
+/// Room to base64url-decode a token part: on the stack when it fits in `N` bytes, else
+/// on the heap.
+struct PartBuf<const N: usize> {
+    stack: [u8; N],
+    heap: Vec<u8>,
+}
+
+impl<const N: usize> PartBuf<N> {
+    fn new() -> Self {
+        PartBuf {
+            stack: [0; N],
+            heap: Vec::new(),
+        }
+    }
+
+    /// Decodes `part`, accepting exactly what `URL_SAFE_NO_PAD.decode` accepts.
+    fn decode(&mut self, part: &str) -> Result<&[u8], DecodeError> {
+        match URL_SAFE_NO_PAD.decode_slice(part, &mut self.stack) {
+            Ok(len) => Ok(&self.stack[..len]),
+            Err(DecodeSliceError::DecodeError(e)) => Err(e),
+            Err(DecodeSliceError::OutputSliceTooSmall) => {
+                URL_SAFE_NO_PAD.decode_vec(part, &mut self.heap)?;
+                Ok(&self.heap)
+            }
+        }
+    }
+}
+
+fn token_error(kind: ErrorKind, alg: &str, rules: &ClaimRules) -> TokenError {
     let malformed = |reason: String| TokenError::Malformed { reason };
     let wrong_issuer = || TokenError::WrongIssuer {
         expected: rules.issuer.clone().unwrap_or_default(),
@@ -522,7 +616,9 @@ fn token_error(kind: ErrorKind, alg: String, rules: &ClaimRules) -> TokenError {
         ErrorKind::ExpiredSignature => TokenError::Expired,
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-            TokenError::AlgorithmNotAccepted { alg }
+            TokenError::AlgorithmNotAccepted {
+                alg: alg.to_owned(),
+            }
         }
         ErrorKind::InvalidClaimFormat(claim) => {
             malformed(format!("claim \"{claim}\" has the wrong type"))

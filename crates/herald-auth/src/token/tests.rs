@@ -664,3 +664,367 @@ fn channel_matching() {
     assert!(claims(&["*"]).can_read("anything"));
     assert!(!claims(&[]).can_read("chat"));
 }
+
+/// A token with this exact header and claims text, signed with `secret` by `key_alg`
+/// (which need not be the header's `alg`).
+fn signed_raw(
+    header: &str,
+    claims: &[u8],
+    key_alg: aws_lc_rs::hmac::Algorithm,
+    secret: &str,
+) -> String {
+    use aws_lc_rs::hmac;
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let tag = hmac::sign(
+        &hmac::Key::new(key_alg, secret.as_bytes()),
+        signed.as_bytes(),
+    );
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag))
+}
+
+/// What the verifier said before it checked HMAC tokens itself: jsonwebtoken's `decode`.
+fn with_jsonwebtoken(v: &TokenVerifier, secret: &str, token: &str) -> Result<Claims, TokenError> {
+    let mut buf = PartBuf::new();
+    let (jwt, alg) = v.check_header(token, &mut buf)?;
+    let key = v.keys.iter().find(|k| k.usable.contains(&alg)).unwrap();
+    let secret = DecodingKey::from_secret(secret.as_bytes());
+    let decode = |validation: &Validation| {
+        jsonwebtoken::decode::<Claims>(token, &secret, validation)
+            .map(|data| data.claims)
+            .map_err(|e| e.into_kind())
+    };
+    // jsonwebtoken checks the required claims in the random order of a HashSet; when
+    // both `iss` and `aud` are missing, Herald says `iss`.
+    let mut iss_only = key.validation.clone();
+    if iss_only.required_spec_claims.remove("aud")
+        && let Err(ErrorKind::MissingRequiredClaim(claim)) = decode(&iss_only)
+        && claim == "iss"
+    {
+        return Err(token_error(
+            ErrorKind::MissingRequiredClaim(claim),
+            &jwt.alg,
+            &v.rules,
+        ));
+    }
+    decode(&key.validation).map_err(|kind| token_error(kind, &jwt.alg, &v.rules))
+}
+
+#[test]
+fn hmac_tokens_verify_as_jsonwebtoken_verifies_them() {
+    use aws_lc_rs::hmac::{HMAC_SHA256, HMAC_SHA384, HMAC_SHA512};
+    let secret = "s3cret";
+    let (past, future) = (now() - 600, now() + 600);
+    let headers = [
+        r#"{"alg":"ALG","typ":"JWT"}"#,
+        r#"{"typ":"JWT","alg":"ALG","kid":"k1"}"#,
+        r#" {"alg":"ALG"} "#,
+        r#"{"alg":"ALG","typ":null,"kid":null}"#,
+        r#"{"alg":"ALG","typ":5}"#,
+        r#"{"alg":"ALG","typ":"JWT","typ":"JWT"}"#,
+        r#"{"alg":"ALG","typ":"J\u0057T","kid":"k\u0031"}"#,
+        r#"{"alg":"ALG","cty":"JWT","x5t#S256":"abc"}"#,
+        r#"{"alg":"ALG","cty":1}"#,
+        r#"{"alg":"ALG","custom":[1,{"a":null}],"crit":["custom"]}"#,
+        r#"{"alg":"ALG","x5c":"not a list"}"#,
+        r#"{"alg":"ALG","jwk":{"kty":"oct","k":"AAAA"}}"#,
+        r#"{"alg":"ALG","jwk":5}"#,
+        r#"{"alg":"ALG","enc":"A128GCM","zip":7}"#,
+        r#"["ALG", "JWT"]"#,
+        r#"["ALG", null]"#,
+        r#"["ALG", null, "JWT"]"#,
+        r#"{"alg":"ALG","kid":5}"#,
+    ];
+    let claims = [
+        json!({"sub": "x"}).to_string(),
+        json!({"sub": "x", "exp": future, "nbf": past, "iss": "https://id.example", "aud": "herald"}).to_string(),
+        json!({"sub": "x", "iss": ["other", "https://id.example"], "aud": ["herald"]}).to_string(),
+        json!({"sub": "x", "iss": ["other"], "aud": ["other"]}).to_string(),
+        json!({"sub": "x", "iss": [], "aud": []}).to_string(),
+        json!({"sub": "x", "iss": 5, "aud": {"a": 1}}).to_string(),
+        json!({"sub": "x", "iss": [1], "aud": [null]}).to_string(),
+        json!({"sub": "x", "iss": null, "aud": null}).to_string(),
+        json!({"sub": "x", "iss": "other", "aud": "other"}).to_string(),
+        json!({"sub": "x", "exp": past}).to_string(),
+        json!({"sub": "x", "exp": past, "nbf": future, "iss": "other", "aud": "other"}).to_string(),
+        json!({"sub": "x", "nbf": future, "iss": "other"}).to_string(),
+        json!({"sub": "x", "exp": null}).to_string(),
+        json!({"sub": "x", "exp": -1}).to_string(),
+        json!({"sub": "x", "exp": (future as f64) + 0.5}).to_string(),
+        json!({"sub": "x", "exp": 1e300}).to_string(),
+        json!({"sub": "x", "nbf": null}).to_string(),
+        json!({"sub": "x", "nbf": "soon"}).to_string(),
+        json!({"sub": "x", "nbf": -1}).to_string(),
+        json!({"sub": "x", "nbf": [1], "iss": "https://id.example"}).to_string(),
+        json!({"sub": "x", "nbf": {"a": [1]}, "aud": "herald"}).to_string(),
+        json!({"sub": "x", "nbf": future}).to_string(),
+        json!({"sub": "x", "nbf": (future as f64) + 0.25}).to_string(),
+        json!({"sub": "x", "nbf": (past as f64)}).to_string(),
+        json!({"sub": "x", "nbf": -0.0}).to_string(),
+        // Within the leeway, and beyond it.
+        json!({"sub": "x", "exp": now() - 2, "nbf": now() + 2}).to_string(),
+        json!({"sub": "x", "exp": now() - 8}).to_string(),
+        json!({"sub": "x", "nbf": now() + 8}).to_string(),
+        json!({"sub": "x", "exp": null, "nbf": "soon"}).to_string(),
+        json!({"sub": "x", "exp": future, "nbf": "soon", "iss": 1}).to_string(),
+        format!(r#"{{"sub":"x","nbf":{past},"nbf":{past}}}"#),
+        r#"{"sub":"x","iss":"a","iss":"a"}"#.into(),
+        r#"{"sub":"x","aud":"a","aud":"a"}"#.into(),
+        r#"{"sub":"x","sub":"x"}"#.into(),
+        r#"{"sub":"x","iss":"https:\/\/id.example","aud":"her\u0061ld"}"#.into(),
+        r#"{"sub":"x"} x"#.into(),
+        r#"["x"]"#.into(),
+        r#"["x", null, null, null, null]"#.into(),
+        r#"["x", null, [], "https://id.example", "herald"]"#.into(),
+        r#"["x", 5, null, "https://id.example", "herald"]"#.into(),
+        "[]".into(),
+        "{}".into(),
+        "null".into(),
+        json!({"sub": 5}).to_string(),
+        json!({"sub": "x", "channels": "a"}).to_string(),
+    ];
+    let rules = [
+        (None, None),
+        (Some("https://id.example"), None),
+        (None, Some("herald")),
+        (Some("https://id.example"), Some("herald")),
+    ];
+    let mut checked = 0;
+    for (issuer, audience) in rules {
+        let v = TokenVerifier::new(&TokenConfig {
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
+            ..config(Some(secret), None, None)
+        })
+        .unwrap();
+        for (alg, key_alg) in [
+            ("HS256", HMAC_SHA256),
+            ("HS384", HMAC_SHA384),
+            ("HS512", HMAC_SHA512),
+        ] {
+            let mut tokens = Vec::new();
+            for header in headers {
+                let header = header.replace("ALG", alg);
+                for claims in &claims {
+                    tokens.push(signed_raw(&header, claims.as_bytes(), key_alg, secret));
+                }
+                // Invalid UTF-8 in an ignored claim and in `aud`.
+                tokens.push(signed_raw(
+                    &header,
+                    b"{\"sub\":\"x\",\"other\":\"\xff\"}",
+                    key_alg,
+                    secret,
+                ));
+                tokens.push(signed_raw(
+                    &header,
+                    b"{\"sub\":\"x\",\"aud\":\"\xff\"}",
+                    key_alg,
+                    secret,
+                ));
+            }
+            let header = format!(r#"{{"alg":"{alg}"}}"#);
+            let good = signed_raw(
+                &header,
+                br#"{"sub":"x","iss":"https://id.example","aud":"herald"}"#,
+                key_alg,
+                secret,
+            );
+            let (signed, signature) = good.rsplit_once('.').unwrap();
+            let mut long = URL_SAFE_NO_PAD.decode(signature).unwrap();
+            long.push(0);
+            for signature in [
+                String::new(),
+                "!!".into(),
+                format!("{signature}A"),
+                format!("{signature}AAAA"),
+                signature[1..].to_owned(),
+                URL_SAFE_NO_PAD.encode(&long),
+                URL_SAFE_NO_PAD.encode(&long[..long.len() - 2]),
+                // Non-zero trailing bits.
+                format!(
+                    "{}{}",
+                    &signature[..signature.len() - 1],
+                    if signature.ends_with('B') { 'C' } else { 'B' }
+                ),
+            ] {
+                tokens.push(format!("{signed}.{signature}"));
+            }
+            // Signed with the wrong hash, or the wrong secret.
+            for other in [HMAC_SHA256, HMAC_SHA384, HMAC_SHA512] {
+                tokens.push(signed_raw(&header, br#"{"sub":"x"}"#, other, secret));
+            }
+            tokens.push(signed_raw(&header, br#"{"sub":"x"}"#, key_alg, "other"));
+
+            for token in &tokens {
+                // Error messages may name our struct instead of jsonwebtoken's.
+                let got = format!("{:?}", v.verify(token))
+                    .replace("struct Registered", "struct ClaimsForValidation");
+                let want = format!("{:?}", with_jsonwebtoken(&v, secret, token));
+                assert_eq!(got, want, "{token} with {issuer:?} {audience:?}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 2000, "{checked}");
+}
+
+#[test]
+fn hmac_signature_must_have_the_size_of_the_header_algorithm() {
+    use aws_lc_rs::hmac::{HMAC_SHA256, HMAC_SHA384, HMAC_SHA512};
+    let v = verifier(Some("s"), None, None);
+    let claims = br#"{"sub":"x"}"#;
+    for (alg, right) in [
+        ("HS256", HMAC_SHA256),
+        ("HS384", HMAC_SHA384),
+        ("HS512", HMAC_SHA512),
+    ] {
+        let header = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
+        assert!(
+            v.verify(&signed_raw(&header, claims, right, "s")).is_ok(),
+            "{alg}"
+        );
+        for other in [HMAC_SHA256, HMAC_SHA384, HMAC_SHA512] {
+            if other != right {
+                let token = signed_raw(&header, claims, other, "s");
+                assert_eq!(v.verify(&token), Err(TokenError::BadSignature), "{alg}");
+            }
+        }
+        // Valid base64url of the wrong length: a bad signature; not base64url: malformed.
+        let good = signed_raw(&header, claims, right, "s");
+        let (signed, signature) = good.rsplit_once('.').unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        bytes.push(0);
+        for wrong_length in [&bytes[..], &bytes[..bytes.len() - 2], &[]] {
+            let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(wrong_length));
+            assert_eq!(v.verify(&token), Err(TokenError::BadSignature), "{alg}");
+        }
+        for not_base64 in [format!("{signature}!"), format!("*{}", &signature[1..])] {
+            let err = v.verify(&format!("{signed}.{not_base64}")).unwrap_err();
+            assert!(
+                matches!(err, TokenError::Malformed { .. }),
+                "{alg}: {err:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn not_before_and_expiry_of_the_wrong_type_are_malformed() {
+    let v = verifier(Some("s"), None, None);
+    let token = |claims: Value| sign(Algorithm::HS256, &hmac_key("s"), &claims);
+    for (claim, bad) in [
+        ("nbf", json!("soon")),
+        ("nbf", json!(-1)),
+        ("nbf", json!(true)),
+        ("nbf", json!(null)),
+        ("exp", json!(null)),
+    ] {
+        let err = v
+            .verify(&token(json!({"sub": "x", claim: bad})))
+            .unwrap_err();
+        match &err {
+            TokenError::Malformed { reason } => assert!(reason.contains(claim), "{reason}"),
+            other => panic!("{claim}: {bad}: {other:?}"),
+        }
+    }
+    // A float is rounded, as for `exp`.
+    let nbf = (now() - 100) as f64 + 0.5;
+    assert!(v.verify(&token(json!({"sub": "x", "nbf": nbf}))).is_ok());
+    let nbf = (now() + 100) as f64 + 0.5;
+    assert_eq!(
+        v.verify(&token(json!({"sub": "x", "nbf": nbf}))),
+        Err(TokenError::NotYetValid)
+    );
+}
+
+#[test]
+fn issuer_and_audience_are_checked_for_every_hmac_size() {
+    let v = TokenVerifier::new(&TokenConfig {
+        issuer: Some("https://id.example".into()),
+        audience: Some("herald".into()),
+        ..config(Some("s"), None, None)
+    })
+    .unwrap();
+    let wrong_issuer = Err(TokenError::WrongIssuer {
+        expected: "https://id.example".into(),
+    });
+    let wrong_audience = Err(TokenError::WrongAudience {
+        expected: "herald".into(),
+    });
+    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+        let token = |claims: Value| sign(alg, &hmac_key("s"), &claims);
+        let iss = "https://id.example";
+        for ok in [
+            json!({"sub": "x", "iss": iss, "aud": "herald"}),
+            json!({"sub": "x", "iss": iss, "aud": ["other", "herald"]}),
+            // RFC 7519 makes `iss` a string, but jsonwebtoken took a list too.
+            json!({"sub": "x", "iss": ["other", iss], "aud": "herald"}),
+        ] {
+            assert!(v.verify(&token(ok.clone())).is_ok(), "{alg:?} {ok}");
+        }
+        for (claims, want) in [
+            (
+                json!({"sub": "x", "iss": "other", "aud": "herald"}),
+                &wrong_issuer,
+            ),
+            (
+                json!({"sub": "x", "iss": 5, "aud": "herald"}),
+                &wrong_issuer,
+            ),
+            (json!({"sub": "x", "aud": "herald"}), &wrong_issuer),
+            // Both missing: the issuer is named.
+            (json!({"sub": "x"}), &wrong_issuer),
+            (
+                json!({"sub": "x", "iss": iss, "aud": "other"}),
+                &wrong_audience,
+            ),
+            (json!({"sub": "x", "iss": iss, "aud": []}), &wrong_audience),
+            (json!({"sub": "x", "iss": iss, "aud": 5}), &wrong_audience),
+            (json!({"sub": "x", "iss": iss}), &wrong_audience),
+            // Time comes before issuer and audience.
+            (
+                json!({"sub": "x", "iss": "other", "aud": "herald", "exp": now() - 60}),
+                &Err(TokenError::Expired),
+            ),
+        ] {
+            assert_eq!(&v.verify(&token(claims.clone())), want, "{alg:?} {claims}");
+        }
+    }
+}
+
+#[test]
+fn unusual_headers_and_long_parts() {
+    let v = verifier(Some("s"), None, None);
+    let claims = br#"{"sub":"x"}"#;
+    let sha256 = aws_lc_rs::hmac::HMAC_SHA256;
+    for ok in [
+        r#"{"alg":"HS256","typ":"JWT","cty":"JWT","custom":[1,{"a":null}]}"#,
+        r#"{"alg":"HS\u0032\u0035\u0036","kid":"k\u0031"}"#,
+    ] {
+        let token = signed_raw(ok, claims, sha256, "s");
+        assert!(v.verify(&token).is_ok(), "{ok}");
+    }
+    // Headers that jsonwebtoken's `Header` refuses, however well signed.
+    for bad in [
+        r#"{"alg":"HS256","typ":5}"#,
+        r#"{"alg":"HS256","typ":"JWT","typ":"JWT"}"#,
+        r#"{"alg":"HS256","x5c":"not a list"}"#,
+        r#"["HS256", null, "JWT"]"#,
+    ] {
+        let err = v.verify(&signed_raw(bad, claims, sha256, "s")).unwrap_err();
+        assert!(
+            matches!(err, TokenError::Malformed { .. }),
+            "{bad}: {err:?}"
+        );
+    }
+    // Parts too long for the stack buffers are decoded on the heap.
+    let kid = "k".repeat(400);
+    let header = format!(r#"{{"alg":"HS256","kid":"{kid}"}}"#);
+    let channels: Vec<String> = (0..200).map(|i| format!("channel:{i}")).collect();
+    let claims = json!({"sub": "x", "channels": channels}).to_string();
+    let got = v.verify(&signed_raw(&header, claims.as_bytes(), sha256, "s"));
+    assert_eq!(got.unwrap().channels, channels);
+}
