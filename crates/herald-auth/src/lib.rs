@@ -47,5 +47,5 @@ mod token;
 
 pub use request::{api_key_from_headers, api_key_matches, token_from_request};
 pub use token::{
-    Claims, ConfigError, MintClaims, TokenConfig, TokenError, TokenVerifier, mint_hs256,
+    Claims, ConfigError, MintClaims, ReadGrants, TokenConfig, TokenError, TokenVerifier, mint_hs256,
 };

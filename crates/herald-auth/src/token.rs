@@ -666,12 +666,43 @@ pub struct Claims {
 impl Claims {
     /// Whether the token lets its holder read `channel`.
     pub fn can_read(&self, channel: &str) -> bool {
-        self.channels
-            .iter()
-            .any(|allowed| match allowed.strip_suffix('*') {
-                Some(prefix) => channel.starts_with(prefix),
-                None => allowed == channel,
-            })
+        self.channels.iter().any(|allowed| grants(allowed, channel))
+    }
+}
+
+/// Whether a `channels` entry (`"news"`, or `"news:*"` for a prefix) covers
+/// `channel`.
+fn grants(allowed: &str, channel: &str) -> bool {
+    match allowed.strip_suffix('*') {
+        Some(prefix) => channel.starts_with(prefix),
+        None => allowed == channel,
+    }
+}
+
+/// What a connection token lets its holder read: its `channels` and its
+/// server-side subscriptions (`subs`). Kept for the connection's life instead of
+/// the whole [`Claims`], which are needed only at connect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadGrants {
+    channels: Box<[String]>,
+    subs: Box<[String]>,
+}
+
+impl ReadGrants {
+    /// Whether the token allows reading `channel`: a `channels` entry covers it
+    /// (see [`Claims::can_read`]), or it is one of the token's `subs`.
+    pub fn can_read(&self, channel: &str) -> bool {
+        self.channels.iter().any(|allowed| grants(allowed, channel))
+            || self.subs.iter().any(|sub| sub == channel)
+    }
+}
+
+impl From<Claims> for ReadGrants {
+    fn from(claims: Claims) -> Self {
+        ReadGrants {
+            channels: claims.channels.into_boxed_slice(),
+            subs: claims.subs.into_keys().collect(),
+        }
     }
 }
 

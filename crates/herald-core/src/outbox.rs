@@ -1,8 +1,10 @@
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 /// One publication on its way to one connection: the bytes shared by every
 /// subscriber, plus what the connection needs to place it.
@@ -77,7 +79,9 @@ impl CloseReason {
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    ready: Notify,
+    /// The writer's task, woken when the queue becomes non-empty or the outbox
+    /// closes. One waiter only, so no list of waiters to lock (as `Notify` has).
+    writer: AtomicWaker,
     max_bytes: usize,
 }
 
@@ -105,7 +109,7 @@ impl Outbox {
     pub fn new(max_bytes: usize) -> Arc<Self> {
         Arc::new(Outbox {
             state: Mutex::new(State::default()),
-            ready: Notify::new(),
+            writer: AtomicWaker::new(),
             max_bytes,
         })
     }
@@ -131,7 +135,7 @@ impl Outbox {
         }
         drop(state);
         if wake {
-            self.ready.notify_one();
+            self.writer.wake();
         }
     }
 
@@ -143,7 +147,7 @@ impl Outbox {
         }
         state.controls.push(control);
         drop(state);
-        self.ready.notify_one();
+        self.writer.wake();
     }
 
     /// Closes the outbox; what is queued stays for the writer to flush.
@@ -153,7 +157,7 @@ impl Outbox {
             state.closed = Some(reason);
         }
         drop(state);
-        self.ready.notify_one();
+        self.writer.wake();
     }
 
     /// Takes everything queued (leaving no allocation behind) and the close state.
@@ -174,9 +178,18 @@ impl Outbox {
         !state.queue.is_empty() || !state.controls.is_empty() || state.closed.is_some()
     }
 
-    /// Waits until something was pushed or the outbox closed since the last wait.
+    /// Waits until a [`Outbox::take`] would find something (see
+    /// [`Outbox::has_pending`]). Only one task may wait on an outbox: its writer.
     pub async fn ready(&self) {
-        self.ready.notified().await;
+        poll_fn(|cx| {
+            // Registered before looking, so a push in between wakes it.
+            self.writer.register(cx.waker());
+            match self.has_pending() {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
+        .await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -235,6 +248,27 @@ mod tests {
             .await
             .expect("the first push after a take must wake the writer");
         assert_eq!(outbox.take().deliveries[0].offset, 3);
+    }
+
+    #[tokio::test]
+    async fn ready_waits_while_empty_and_wakes_for_a_push_from_another_thread() {
+        let outbox = Outbox::new(100);
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), outbox.ready());
+        assert!(waiting.await.is_err(), "nothing queued: ready must wait");
+        let pusher = Arc::clone(&outbox);
+        let push = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            pusher.push(delivery(1, 1));
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready())
+            .await
+            .expect("a push from another thread must wake the writer");
+        push.join().unwrap();
+        outbox.close(CloseReason::Shutdown);
+        outbox.take();
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready())
+            .await
+            .expect("a closed outbox is always ready");
     }
 
     #[tokio::test]

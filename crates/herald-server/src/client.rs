@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use herald_auth::Claims;
+use herald_auth::{Claims, ReadGrants};
 use herald_core::{
     ChannelOptions, ClientInfo, CloseReason, Control, Outbox, Resume, SubscriberTag, WireFormat,
     channel_users,
@@ -91,7 +91,8 @@ struct Subscription {
 /// The identity established by `connect`.
 struct Connected {
     info: ClientInfo,
-    claims: Claims,
+    /// What the token allows reading; the rest of its claims served at connect.
+    grants: ReadGrants,
     /// Unix time the connection's credentials expire, if they do.
     expires_at: Option<u64>,
 }
@@ -521,25 +522,22 @@ impl ClientSession {
                 .add_user_connection(&info.user, Some(&info.client), &self.outbox);
         }
         let expires_at = claims.exp;
+        // Server-side subscriptions from the token, recovering where the client
+        // asks (`subs` in the connect request).
+        let server_side: Vec<String> = claims
+            .channels
+            .iter()
+            .chain(claims.subs.keys())
+            .filter(|c| !c.ends_with('*'))
+            .cloned()
+            .collect();
         self.connected = Some(Connected {
             info,
-            claims,
+            grants: ReadGrants::from(claims),
             expires_at,
         });
         self.next_ping = Instant::now() + self.ctx.config.client_ping_interval;
 
-        // Server-side subscriptions from the token, recovering where the client
-        // asks (`subs` in the connect request).
-        let server_side: Vec<String> = {
-            let claims = &self.connected.as_ref().expect("just set").claims;
-            claims
-                .channels
-                .iter()
-                .chain(claims.subs.keys())
-                .filter(|c| !c.ends_with('*'))
-                .cloned()
-                .collect()
-        };
         let mut subs = std::collections::BTreeMap::new();
         for channel in server_side {
             let recover = request.subs.get(&channel);
@@ -696,8 +694,7 @@ impl ClientSession {
             }
             return Ok((options, conn_info(&claims)));
         }
-        let granted = connection.claims.can_read(channel)
-            || connection.claims.subs.contains_key(channel)
+        let granted = connection.grants.can_read(channel)
             || (options.allow_user_limited_channels
                 && channel_users(channel).is_some_and(|mut users| users.any(|u| u == user)))
             || (options.allow_subscribe_for_client && !user.is_empty())
@@ -952,7 +949,7 @@ impl ClientSession {
         }
         connected.expires_at = claims.exp;
         let ttl = claims.exp.map(|at| at.saturating_sub(unix_now()));
-        connected.claims = claims;
+        connected.grants = ReadGrants::from(claims);
         Ok(proto::RefreshResult {
             client: connected.info.client.to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -294,7 +294,8 @@ where
 
 /// Writes `bytes`, giving up after the write timeout (a client that stopped reading).
 async fn write<S: AsyncWrite + Unpin>(io: &mut S, ctx: &Context, bytes: Bytes) -> Result<(), ()> {
-    match crate::timed::within(ctx.config.write_timeout, io.write_all(&bytes)).await {
+    let sent = std::pin::pin!(io.write_all(&bytes));
+    match crate::timed::within(ctx.config.write_timeout, sent).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(()),
         Err(_) => {

@@ -31,7 +31,7 @@ use crate::http_util::{self, Body, Refusal};
 use crate::listener::ConnectionAbort;
 use crate::metrics::{HttpVersion, Transport};
 use crate::routes::{self, Context};
-use crate::ws::{self, Answer, End};
+use crate::ws::{self, Answer, End, Event};
 use crate::ws_frame::{self, FrameReader, OpCode};
 
 /// Path of the unidirectional WebSocket.
@@ -174,10 +174,10 @@ where
     {
         return End::Done;
     }
+    let mut turn = ws::Turn::default();
     loop {
-        let output = tokio::select! {
-            biased;
-            incoming = reader.read(io) => match ws::answer(io, session, incoming).await {
+        let output = match ws::next_event(io, reader, session, &mut turn).await {
+            Event::Read(incoming) => match ws::answer(io, session, incoming).await {
                 Answer::Message(message) if !connected => {
                     connected = true;
                     match parse_connect(&message) {
@@ -200,7 +200,7 @@ where
                 Answer::Message(_) | Answer::Continue => continue,
                 Answer::End(end) => return end,
             },
-            wake = session.wait() => match session.output(wake).await {
+            Event::Wake(wake) => match session.output(wake).await {
                 Some(output) => output,
                 None => continue,
             },

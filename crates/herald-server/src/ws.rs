@@ -6,7 +6,10 @@
 //! ([`crate::ws_frame`]), which holds no buffer while a connection is idle. The
 //! session (`crate::client`) knows nothing of WebSockets.
 
+use std::future::poll_fn;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ use herald_protocol::websocket::accept_key;
 use http::{HeaderMap, header};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::client::{ClientSession, Disconnect, Output};
+use crate::client::{ClientSession, Disconnect, Output, Wake};
 use crate::metrics::{HttpVersion, Transport};
 use crate::routes::Context;
 use crate::ws_frame::{self, FrameReader, Incoming, OpCode, ReadError};
@@ -73,15 +76,16 @@ where
     let mut session = ClientSession::new(ctx, Transport::WebSocket, version);
     let mut io = io;
     async move {
+        let mut turn = Turn::default();
         let end = loop {
-            let output = tokio::select! {
-                biased;
-                incoming = reader.read(&mut io) => {
+            let output = match next_event(&mut io, &mut reader, &mut session, &mut turn).await {
+                Event::Read(incoming) => {
                     match answer(&mut io, &session, incoming).await {
                         Answer::Message(message) => {
                             // Boxed: the command path's future is large, and the
                             // idle loop's future would otherwise be sized for it.
-                            let handled = handle_pipelined(&mut io, &mut reader, &mut session, message);
+                            let handled =
+                                handle_pipelined(&mut io, &mut reader, &mut session, message);
                             match Box::pin(handled).await {
                                 Ok(output) => output,
                                 Err(end) => break end,
@@ -91,7 +95,7 @@ where
                         Answer::End(end) => break end,
                     }
                 }
-                wake = session.wait() => match session.output(wake).await {
+                Event::Wake(wake) => match session.output(wake).await {
                     Some(output) => output,
                     None => continue,
                 },
@@ -104,6 +108,55 @@ where
         drop(session);
         end.finish(&mut io).await;
     }
+}
+
+/// What a WebSocket connection does next.
+pub(crate) enum Event {
+    /// The client sent something (or the read failed).
+    Read(Result<Option<Incoming>, ReadError>),
+    /// The session has something to send (see [`ClientSession::wait`]).
+    Wake(Wake),
+}
+
+/// Which of the socket and the session [`next_event`] polls first.
+#[derive(Debug, Default)]
+pub(crate) struct Turn {
+    socket_first: bool,
+}
+
+/// Waits for the client's next message or the session's next output.
+///
+/// The session is polled first, so a task woken for a push writes it without
+/// looking at the socket. Right after the session won that way, the socket goes
+/// first: a busy session never leaves the client's messages (pongs, commands)
+/// unread.
+pub(crate) async fn next_event<S>(
+    io: &mut S,
+    reader: &mut FrameReader,
+    session: &mut ClientSession,
+    turn: &mut Turn,
+) -> Event
+where
+    S: AsyncRead + Unpin,
+{
+    let mut read = pin!(reader.read(io));
+    let mut wait = pin!(session.wait());
+    poll_fn(|cx| {
+        let session_first = !turn.socket_first;
+        if session_first && let Poll::Ready(wake) = wait.as_mut().poll(cx) {
+            turn.socket_first = true;
+            return Poll::Ready(Event::Wake(wake));
+        }
+        turn.socket_first = false;
+        if let Poll::Ready(incoming) = read.as_mut().poll(cx) {
+            return Poll::Ready(Event::Read(incoming));
+        }
+        if !session_first && let Poll::Ready(wake) = wait.as_mut().poll(cx) {
+            return Poll::Ready(Event::Wake(wake));
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Most messages answered together in one write.
@@ -225,7 +278,7 @@ where
     };
     finish_write(
         session,
-        crate::timed::within(session.write_timeout(), sent).await,
+        crate::timed::within(session.write_timeout(), pin!(sent)).await,
     )
 }
 
@@ -268,7 +321,7 @@ where
             }
         }
     };
-    let result = crate::timed::within(session.write_timeout(), sent).await;
+    let result = crate::timed::within(session.write_timeout(), pin!(sent)).await;
     match (finish_write(session, result), closes) {
         (true, false) => None,
         (true, true) => Some(End::Closed),

@@ -665,6 +665,24 @@ fn channel_matching() {
     assert!(!claims(&[]).can_read("chat"));
 }
 
+#[test]
+fn read_grants_keep_channels_and_server_side_subscriptions() {
+    let mut claims = Claims {
+        channels: vec!["news:*".into()],
+        ..Claims::default()
+    };
+    claims.subs.insert("room*".into(), json!({}));
+    let grants = ReadGrants::from(claims);
+    assert!(grants.can_read("news:sport"), "a channels pattern");
+    assert!(grants.can_read("room*"), "a subs channel, exactly");
+    assert!(
+        !grants.can_read("room1"),
+        "subs names channels, not patterns"
+    );
+    assert!(!grants.can_read("chat"));
+    assert!(!ReadGrants::default().can_read("news:sport"));
+}
+
 /// A token with this exact header and claims text, signed with `secret` by `key_alg`
 /// (which need not be the header's `alg`).
 fn signed_raw(
