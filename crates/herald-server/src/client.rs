@@ -145,6 +145,10 @@ pub struct ClientSession {
     pong_deadline: Option<Instant>,
     /// Queued messages wait until then, to go out together (`write_coalesce`).
     next_write: Instant,
+    /// Whether the last write carried messages that had waited for their tick:
+    /// the connection is busy, so the next wait sleeps to the next tick rather
+    /// than being woken by the first message that comes.
+    streaming: bool,
     /// The one timer of the session, set to whatever `wait` waits for: registered
     /// once and moved when that changes, so a wait re-arms no timer.
     timer: Pin<Box<Sleep>>,
@@ -180,6 +184,7 @@ impl ClientSession {
             next_ping,
             pong_deadline: None,
             next_write: Instant::now(),
+            streaming: false,
             timer: Box::pin(tokio::time::sleep_until(next_ping)),
         }
     }
@@ -248,15 +253,36 @@ impl ClientSession {
     /// batches), or its ping/pong/connect deadline. Cancel-safe: nothing is taken
     /// from the queue here.
     pub async fn wait(&mut self) -> Wake {
+        let mut ticked = false;
         loop {
+            let due = self.pong_deadline.unwrap_or(self.next_ping);
             if self.outbox.has_pending() {
-                if self.next_write > Instant::now() {
+                let now = Instant::now();
+                if now >= due {
+                    // A connection with something queued at every tick still pings.
+                    return Wake::Timer;
+                }
+                if self.next_write > now {
                     self.set_timer(self.next_write);
                     self.timer.as_mut().await;
+                    ticked = true;
                 }
+                self.streaming = ticked;
                 return Wake::Queue;
             }
-            self.set_timer(self.pong_deadline.unwrap_or(self.next_ping));
+            if std::mem::take(&mut self.streaming) && self.next_write < due {
+                // Busy: more is likely queued by the next tick. Sleeping until then,
+                // unregistered from the outbox, saves a wake-up and a timer move per
+                // write; a tick that finds nothing ends the streaming.
+                self.set_timer(self.next_write);
+                tokio::select! {
+                    biased;
+                    () = self.timer.as_mut() => ticked = true,
+                    _ = self.shutdown.changed() => self.outbox.close(CloseReason::Shutdown),
+                }
+                continue;
+            }
+            self.set_timer(due);
             tokio::select! {
                 biased;
                 () = self.outbox.ready() => {}
