@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::drain::Listed;
 use bytes::Bytes;
 use herald_auth::{Claims, ReadGrants};
 use herald_core::{
@@ -18,7 +19,6 @@ use herald_core::{
 };
 use herald_protocol::centrifuge::{self as proto, Codec, Command, DisconnectCode, Reply, Request};
 use herald_protocol::{ErrorCode, ErrorReply, Payload, StreamPosition};
-use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::metrics::{HttpVersion, Transport};
@@ -135,7 +135,8 @@ pub struct ClientSession {
     transport: Transport,
     http_version: HttpVersion,
     outbox: Arc<Outbox>,
-    shutdown: watch::Receiver<bool>,
+    /// Where the outbox is listed for the drain to close (`None`: closed already).
+    listed: Option<Listed>,
     connected: Option<Connected>,
     subscriptions: Vec<Subscription>,
     next_slot: u32,
@@ -168,16 +169,16 @@ impl ClientSession {
         mode: Mode,
     ) -> Self {
         ctx.metrics.connection_opened(transport, version);
-        let mut shutdown = ctx.shutdown.clone();
-        shutdown.mark_unchanged();
+        let outbox = Outbox::new(ctx.config.client_queue_max_bytes);
+        let listed = ctx.open_outboxes.add(&outbox);
         let next_ping = Instant::now() + ctx.config.client_connect_timeout;
         ClientSession {
-            outbox: Outbox::new(ctx.config.client_queue_max_bytes),
+            outbox,
+            listed,
             ctx,
             mode,
             transport,
             http_version: version,
-            shutdown,
             connected: None,
             subscriptions: Vec::new(),
             next_slot: 0,
@@ -275,11 +276,8 @@ impl ClientSession {
                 // unregistered from the outbox, saves a wake-up and a timer move per
                 // write; a tick that finds nothing ends the streaming.
                 self.set_timer(self.next_write);
-                tokio::select! {
-                    biased;
-                    () = self.timer.as_mut() => ticked = true,
-                    _ = self.shutdown.changed() => self.outbox.close(CloseReason::Shutdown),
-                }
+                self.timer.as_mut().await;
+                ticked = true;
                 continue;
             }
             self.set_timer(due);
@@ -287,7 +285,6 @@ impl ClientSession {
                 biased;
                 () = self.outbox.ready() => {}
                 () = self.timer.as_mut() => return Wake::Timer,
-                _ = self.shutdown.changed() => self.outbox.close(CloseReason::Shutdown),
             }
         }
     }
@@ -1012,6 +1009,9 @@ impl Drop for ClientSession {
         self.ctx
             .metrics
             .connection_closed(self.transport, self.http_version);
+        if let Some(listed) = self.listed.take() {
+            self.ctx.open_outboxes.remove(listed);
+        }
         let Some(connected) = self.connected.take() else {
             return;
         };

@@ -10,6 +10,7 @@ mod api;
 mod client;
 mod coalesce;
 mod config;
+mod drain;
 mod emulation;
 mod http_util;
 mod lean;

@@ -93,6 +93,7 @@ impl Server {
             tokens,
             metrics: Metrics::default(),
             shutdown: shutdown_rx,
+            open_outboxes: Default::default(),
             started: Instant::now(),
             uid: format!("{:016x}", rand::random::<u64>()),
             emulation: Default::default(),
@@ -164,6 +165,7 @@ impl Server {
         tracing::info!(connections = open, "draining");
         // Workers stop accepting and connections start closing on this.
         let _ = self.shutdown.send(true);
+        self.ctx.open_outboxes.close_all();
         tracker.close();
         if tokio::time::timeout(self.ctx.config.shutdown_timeout, tracker.wait())
             .await

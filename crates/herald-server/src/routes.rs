@@ -14,6 +14,7 @@ use hyper::body::{Frame, Incoming};
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
+use crate::drain::OpenOutboxes;
 use crate::emulation::{self, Emulated};
 use crate::http_util::{self, Body, Refusal, error, full, result_response};
 use crate::listener::ConnectionAbort;
@@ -29,6 +30,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Flips to `true` when the server starts draining.
     pub shutdown: watch::Receiver<bool>,
+    /// Every open connection's outbox, closed when the server starts draining.
+    pub open_outboxes: OpenOutboxes,
     pub started: Instant,
     /// Unique id of this process, for `info`; also the `node` of emulation
     /// sessions.

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use herald_core::{CloseReason, Control, Outbox, Resume, SubscriberTag, WireFormat};
+use herald_core::{Control, Outbox, Resume, SubscriberTag, WireFormat};
 use herald_protocol::sse::{self, RecoveryFailure};
 use herald_protocol::{ErrorCode, ResumeToken, ResumeTokenError, StreamPosition};
 use http::header::{self, HeaderMap, HeaderValue};
 use rand::Rng;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::drain::Listed;
 use crate::http_util::Refusal;
 use crate::metrics::{HttpVersion, Transport};
 use crate::routes::{Context, authorize_read, identify};
@@ -29,7 +29,8 @@ pub struct SseStream {
     /// Events prepared at open (retry, connected, recovery), sent first.
     opening: Option<Bytes>,
     finished: bool,
-    shutdown: watch::Receiver<bool>,
+    /// Where the outbox is listed for the drain to close (`None`: closed already).
+    listed: Option<Listed>,
     next_heartbeat: Instant,
 }
 
@@ -96,10 +97,10 @@ impl SseStream {
             version,
             opening: None,
             finished: false,
-            shutdown: ctx.shutdown.clone(),
+            listed: None,
             next_heartbeat: Instant::now() + ctx.config.heartbeat,
         };
-        stream.shutdown.mark_unchanged();
+        stream.listed = ctx.open_outboxes.add(&stream.outbox);
         stream.count_connection();
         if let Some(user) = &stream.user {
             ctx.node
@@ -277,7 +278,6 @@ impl SseStream {
                 _ = tokio::time::sleep_until(self.next_heartbeat) => {
                     return Some(self.wrote(Bytes::from_static(sse::HEARTBEAT)));
                 }
-                _ = self.shutdown.changed() => self.outbox.close(CloseReason::Shutdown),
             }
         }
     }
@@ -315,6 +315,9 @@ impl SseStream {
 
 impl Drop for SseStream {
     fn drop(&mut self) {
+        if let Some(listed) = self.listed.take() {
+            self.ctx.open_outboxes.remove(listed);
+        }
         for channel in &self.channels {
             self.ctx.node.unsubscribe(channel, &self.outbox);
         }

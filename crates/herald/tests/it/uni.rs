@@ -153,3 +153,55 @@ async fn uni_websocket_receives_connect_push_and_publications() {
     herald.publish("news", json!({"n": 1})).await;
     check_publication(&next().await, 1);
 }
+
+/// SIGTERM: a uni WebSocket and a uni HTTP stream are both told `shutdown`
+/// (3001, reconnect) with the `disconnect` push, then the process exits 0.
+#[tokio::test]
+async fn the_drain_disconnects_uni_connections_with_shutdown() {
+    let mut herald = start(Proto::Http1).await;
+    let uri = format!("ws://{}/connection/uni_websocket", herald.addr());
+    let (mut ws, _) = ClientBuilder::new()
+        .uri(&uri)
+        .expect("a valid URI")
+        .connect()
+        .await
+        .expect("connect the uni websocket");
+    let connect = json!({"token": token("erin", &["news"])}).to_string();
+    ws.send(Message::text(connect)).await.expect("send connect");
+    let response = herald
+        .client()
+        .post(herald.url("/connection/uni_http_stream"))
+        .body(json!({"token": token("carol", &["news"])}).to_string())
+        .send()
+        .await
+        .expect("POST /connection/uni_http_stream");
+    let mut stream = Lines::new(response, "uni_http_stream").await;
+    check_connect_push(&stream.next().await);
+
+    herald.terminate();
+
+    let push = stream.next().await;
+    assert_eq!(push["disconnect"]["code"], 3001, "{push}");
+    assert_eq!(push["disconnect"]["reason"], "shutdown", "{push}");
+    let mut pushes = Vec::new();
+    let close = loop {
+        let message = tokio::time::timeout(PROMPTLY, ws.next())
+            .await
+            .expect("the close in time")
+            .expect("the socket is open")
+            .expect("a valid frame");
+        if let Some(text) = message.as_text() {
+            pushes.push(serde_json::from_str::<Value>(text).expect("JSON"));
+        } else if let Some(close) = message.as_close() {
+            break (u16::from(close.0), close.1.to_owned());
+        }
+    };
+    assert_eq!(close, (3001, "shutdown".to_owned()), "the close frame");
+    let last = pushes.last().expect("pushes before the close");
+    assert_eq!(last["disconnect"]["code"], 3001, "{pushes:?}");
+    let status = herald
+        .wait_exit(std::time::Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("herald still running 10 s after SIGTERM"));
+    assert!(status.success(), "herald exits 0 after draining: {status}");
+}
