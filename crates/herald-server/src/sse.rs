@@ -29,6 +29,10 @@ pub struct SseStream {
     /// Events prepared at open (retry, connected, recovery), sent first.
     opening: Option<Bytes>,
     finished: bool,
+    /// Whether the last write carried events that had waited for their tick: the
+    /// stream is busy, so the next wait sleeps to the next tick rather than being
+    /// woken by the first event that comes (see `ClientSession::wait`).
+    streaming: bool,
     /// Where the outbox is listed for the drain to close (`None`: closed already).
     listed: Option<Listed>,
     next_heartbeat: Instant,
@@ -97,6 +101,7 @@ impl SseStream {
             version,
             opening: None,
             finished: false,
+            streaming: false,
             listed: None,
             next_heartbeat: Instant::now() + ctx.config.heartbeat,
         };
@@ -230,6 +235,7 @@ impl SseStream {
         if self.finished {
             return None;
         }
+        let mut ticked = false;
         loop {
             let taken = self.outbox.take();
             let mut out = Vec::new();
@@ -271,10 +277,30 @@ impl SseStream {
                 return Some(self.wrote(Bytes::from(out)));
             }
             if !out.is_empty() {
+                self.streaming = ticked;
                 return Some(self.wrote(Bytes::from(out)));
             }
+            if std::mem::take(&mut self.streaming) {
+                // Busy: more is likely queued by the next tick; sleeping until then
+                // saves a wake-up and a timer per write. A tick that finds nothing
+                // ends the streaming.
+                let next_write = self.next_write();
+                if next_write < self.next_heartbeat {
+                    tokio::time::sleep_until(next_write).await;
+                    ticked = true;
+                    continue;
+                }
+            }
             tokio::select! {
-                _ = self.outbox.ready() => self.coalesce().await,
+                _ = self.outbox.ready() => {
+                    // Lets a busy stream batch: what arrives before the next tick
+                    // goes out with this in one write.
+                    let next_write = self.next_write();
+                    ticked = next_write > Instant::now();
+                    if ticked {
+                        tokio::time::sleep_until(next_write).await;
+                    }
+                }
                 _ = tokio::time::sleep_until(self.next_heartbeat) => {
                     return Some(self.wrote(Bytes::from_static(sse::HEARTBEAT)));
                 }
@@ -282,16 +308,12 @@ impl SseStream {
         }
     }
 
-    /// Lets a busy stream batch: waits until `write_coalesce` has passed since the
-    /// last write (which set the heartbeat deadline), so messages arriving meanwhile
-    /// go out in one write.
-    async fn coalesce(&self) {
+    /// When the stream may write next: the tick after its last write (which set
+    /// the heartbeat deadline), see `write_coalesce`.
+    fn next_write(&self) -> Instant {
         let config = &self.ctx.config;
         let last_write = self.next_heartbeat - config.heartbeat;
-        let next_write = crate::coalesce::next_write(last_write, config.write_coalesce);
-        if next_write > Instant::now() {
-            tokio::time::sleep_until(next_write).await;
-        }
+        crate::coalesce::next_write(last_write, config.write_coalesce)
     }
 
     /// Ends the stream's id line with the current resume token.

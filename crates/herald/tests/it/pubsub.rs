@@ -1,13 +1,16 @@
 //! Subscribe over SSE, publish through the server API, receive exactly that.
 
+use std::time::Duration;
+
 use serde_json::json;
 
-use crate::util::{Herald, Proto};
+use crate::util::{Herald, Proto, metric};
 
 over_every_protocol!(
     one_channel_receives_exactly_what_was_published,
     one_stream_carries_several_channels,
     binary_publications_arrive_as_b64data,
+    a_busy_stream_gets_every_event_in_order_batched_per_tick,
 );
 
 async fn one_channel_receives_exactly_what_was_published(proto: Proto) {
@@ -98,5 +101,49 @@ async fn binary_publications_arrive_as_b64data(proto: Proto) {
     assert!(
         received.get("data").is_none(),
         "binary data travels as b64data only: {received}"
+    );
+}
+
+/// A stream with events queued at every `--write-coalesce` tick is written once
+/// per tick: it still gets every event, in order, once, each with its resume id.
+async fn a_busy_stream_gets_every_event_in_order_batched_per_tick(proto: Proto) {
+    let herald = Herald::builder(proto)
+        .args(["--write-coalesce", "100ms"])
+        .start()
+        .await;
+    let mut stream = herald.subscribe("channel=busy").await;
+    stream.expect("connected").await;
+
+    // A publication every 20 ms for 2 s: several per 100 ms tick, every tick.
+    const COUNT: u64 = 100;
+    let publisher = async {
+        let mut every = tokio::time::interval(Duration::from_millis(20));
+        for n in 1..=COUNT {
+            every.tick().await;
+            herald.publish("busy", json!(n)).await;
+        }
+    };
+    let receiver = async {
+        for n in 1..=COUNT {
+            let publication = stream.expect_publication("busy", n).await;
+            assert_eq!(publication["data"], n, "{publication}");
+        }
+    };
+    tokio::join!(publisher, receiver);
+    assert!(!stream.last_id().is_empty(), "every event carries its id");
+
+    let text = herald.metrics().await;
+    let writes = metric(&text, "herald_writes_total", &[("transport", "sse")])
+        .unwrap_or_else(|| panic!("no SSE writes in /metrics:\n{text}"));
+    assert!(
+        writes <= (COUNT / 2) as f64,
+        "{COUNT} events over 2 s go out in about 20 writes of one per tick, not {writes}"
+    );
+    // After the burst, the stream is quiet and then served at once again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    herald.publish("busy", json!("last")).await;
+    assert_eq!(
+        stream.expect_publication("busy", COUNT + 1).await["data"],
+        "last"
     );
 }
