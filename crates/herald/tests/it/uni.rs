@@ -5,10 +5,11 @@
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio_websockets::{ClientBuilder, Message};
+use tokio::net::TcpStream;
+use tokio_websockets::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
 
 use crate::emulation::{Lines, start, token, url_encode};
-use crate::util::{PROMPTLY, Proto};
+use crate::util::{Herald, PROMPTLY, Proto};
 
 over_every_protocol!(
     uni_http_stream_receives_connect_push_and_publications,
@@ -43,14 +44,7 @@ fn check_publication(push: &Value, n: u64) {
 
 async fn uni_http_stream_receives_connect_push_and_publications(proto: Proto) {
     let herald = start(proto).await;
-    let body = json!({"token": token("carol", &["news"])}).to_string();
-    let response = herald
-        .client()
-        .post(herald.url("/connection/uni_http_stream"))
-        .body(body)
-        .send()
-        .await
-        .expect("POST /connection/uni_http_stream");
+    let response = post_uni_http_stream(&herald, "carol").await;
     assert_eq!(response.version(), proto.version());
     let mut stream = Lines::new(response, "uni_http_stream").await;
     check_connect_push(&stream.next().await);
@@ -117,11 +111,12 @@ async fn uni_streams_refuse_malformed_connect_requests(proto: Proto) {
     assert_eq!(push["disconnect"]["code"], 3500, "{push}");
 }
 
-/// A uni WebSocket (HTTP/1.1 upgrade on plain TCP): the connect request as the
-/// first message, then pushes, one per message.
-#[tokio::test]
-async fn uni_websocket_receives_connect_push_and_publications() {
-    let herald = start(Proto::Http1).await;
+/// A uni WebSocket (HTTP/1.1 upgrade on plain TCP) of user `sub`, whose token
+/// grants channel `news`, with the connect request sent as the first message.
+async fn open_uni_websocket(
+    herald: &Herald,
+    sub: &str,
+) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
     let uri = format!("ws://{}/connection/uni_websocket", herald.addr());
     let (mut ws, _) = ClientBuilder::new()
         .uri(&uri)
@@ -129,8 +124,29 @@ async fn uni_websocket_receives_connect_push_and_publications() {
         .connect()
         .await
         .expect("connect the uni websocket");
-    let connect = json!({"token": token("erin", &["news"])}).to_string();
+    let connect = json!({"token": token(sub, &["news"])}).to_string();
     ws.send(Message::text(connect)).await.expect("send connect");
+    ws
+}
+
+/// Opens a uni HTTP stream of user `sub`, whose token grants channel `news`.
+async fn post_uni_http_stream(herald: &Herald, sub: &str) -> reqwest::Response {
+    let body = json!({"token": token(sub, &["news"])}).to_string();
+    herald
+        .client()
+        .post(herald.url("/connection/uni_http_stream"))
+        .body(body)
+        .send()
+        .await
+        .expect("POST /connection/uni_http_stream")
+}
+
+/// A uni WebSocket: the connect request as the first message, then pushes, one
+/// per message.
+#[tokio::test]
+async fn uni_websocket_receives_connect_push_and_publications() {
+    let herald = start(Proto::Http1).await;
+    let mut ws = open_uni_websocket(&herald, "erin").await;
     let mut next = async || loop {
         let message = tokio::time::timeout(PROMPTLY, ws.next())
             .await
@@ -159,22 +175,8 @@ async fn uni_websocket_receives_connect_push_and_publications() {
 #[tokio::test]
 async fn the_drain_disconnects_uni_connections_with_shutdown() {
     let mut herald = start(Proto::Http1).await;
-    let uri = format!("ws://{}/connection/uni_websocket", herald.addr());
-    let (mut ws, _) = ClientBuilder::new()
-        .uri(&uri)
-        .expect("a valid URI")
-        .connect()
-        .await
-        .expect("connect the uni websocket");
-    let connect = json!({"token": token("erin", &["news"])}).to_string();
-    ws.send(Message::text(connect)).await.expect("send connect");
-    let response = herald
-        .client()
-        .post(herald.url("/connection/uni_http_stream"))
-        .body(json!({"token": token("carol", &["news"])}).to_string())
-        .send()
-        .await
-        .expect("POST /connection/uni_http_stream");
+    let mut ws = open_uni_websocket(&herald, "erin").await;
+    let response = post_uni_http_stream(&herald, "carol").await;
     let mut stream = Lines::new(response, "uni_http_stream").await;
     check_connect_push(&stream.next().await);
 
