@@ -10,7 +10,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::drain::Listed;
 use bytes::Bytes;
 use herald_auth::{Claims, ReadGrants};
 use herald_core::{
@@ -21,6 +20,7 @@ use herald_protocol::centrifuge::{self as proto, Codec, Command, DisconnectCode,
 use herald_protocol::{ErrorCode, ErrorReply, Payload, StreamPosition};
 use tokio::time::{Instant, Sleep};
 
+use crate::drain::Listed;
 use crate::metrics::{HttpVersion, Transport};
 use crate::routes::Context;
 
