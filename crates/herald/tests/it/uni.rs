@@ -111,12 +111,21 @@ async fn uni_streams_refuse_malformed_connect_requests(proto: Proto) {
     assert_eq!(push["disconnect"]["code"], 3500, "{push}");
 }
 
+/// The client end of a uni WebSocket.
+type UniWebSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The next frame the server sent on `ws` (within `PROMPTLY`).
+async fn next_frame(ws: &mut UniWebSocket) -> Message {
+    tokio::time::timeout(PROMPTLY, ws.next())
+        .await
+        .expect("a frame in time")
+        .expect("the socket is open")
+        .expect("a valid frame")
+}
+
 /// A uni WebSocket (HTTP/1.1 upgrade on plain TCP) of user `sub`, whose token
 /// grants channel `news`, with the connect request sent as the first message.
-async fn open_uni_websocket(
-    herald: &Herald,
-    sub: &str,
-) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+async fn open_uni_websocket(herald: &Herald, sub: &str) -> UniWebSocket {
     let uri = format!("ws://{}/connection/uni_websocket", herald.addr());
     let (mut ws, _) = ClientBuilder::new()
         .uri(&uri)
@@ -148,11 +157,7 @@ async fn uni_websocket_receives_connect_push_and_publications() {
     let herald = start(Proto::Http1).await;
     let mut ws = open_uni_websocket(&herald, "erin").await;
     let mut next = async || loop {
-        let message = tokio::time::timeout(PROMPTLY, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("the socket is open")
-            .expect("a valid frame");
+        let message = next_frame(&mut ws).await;
         if let Some(text) = message.as_text() {
             let value: Value = serde_json::from_str(text).expect("JSON");
             if value != json!({}) {
@@ -187,11 +192,7 @@ async fn the_drain_disconnects_uni_connections_with_shutdown() {
     assert_eq!(push["disconnect"]["reason"], "shutdown", "{push}");
     let mut pushes = Vec::new();
     let close = loop {
-        let message = tokio::time::timeout(PROMPTLY, ws.next())
-            .await
-            .expect("the close in time")
-            .expect("the socket is open")
-            .expect("a valid frame");
+        let message = next_frame(&mut ws).await;
         if let Some(text) = message.as_text() {
             pushes.push(serde_json::from_str::<Value>(text).expect("JSON"));
         } else if let Some(close) = message.as_close() {
