@@ -24,5 +24,5 @@ pub use hub::{Hub, SubscriberTag, WireFormat};
 pub use memory::MemoryEngine;
 pub use node::{CoreError, Node, NodeConfig, Resume};
 pub use options::{ChannelOptions, Namespaces, channel_users, validate_channel};
-pub use outbox::{CloseReason, Control, Delivery, Outbox, Taken};
+pub use outbox::{CloseReason, Control, Delivery, Drained, Outbox, Taken};
 pub use presence::{MemoryPresence, PresenceStore};

@@ -1,4 +1,4 @@
-use std::collections::VecDeque;
+use std::collections::{VecDeque, vec_deque};
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -104,6 +104,15 @@ pub struct Taken {
     pub closed: Option<CloseReason>,
 }
 
+/// What a writer took with [`Outbox::drain`] besides the deliveries.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Server API instructions, in order; act on them after the deliveries.
+    pub controls: Vec<Control>,
+    /// Set once the outbox is closed; the writer should finish.
+    pub closed: Option<CloseReason>,
+}
+
 impl Outbox {
     /// A new, empty outbox holding at most `max_bytes` of frames.
     pub fn new(max_bytes: usize) -> Arc<Self> {
@@ -171,6 +180,42 @@ impl Outbox {
         }
     }
 
+    /// Takes everything queued, like [`Outbox::take`], but hands the deliveries to
+    /// `read` in place, under the outbox's lock (so `read` must be quick and must not
+    /// use the outbox). With `keep`, the queue keeps its allocation for the next
+    /// pushes, so a busy connection does not allocate a queue per write;
+    /// [`Outbox::release`] frees it once the connection goes quiet.
+    pub fn drain(&self, keep: bool, read: impl FnOnce(vec_deque::Iter<'_, Delivery>)) -> Drained {
+        let mut state = self.lock();
+        read(state.queue.iter());
+        let deliveries = match keep {
+            true => {
+                state.queue.clear();
+                VecDeque::new()
+            }
+            // Dropped after the lock.
+            false => std::mem::take(&mut state.queue),
+        };
+        state.bytes = 0;
+        let drained = Drained {
+            controls: std::mem::take(&mut state.controls),
+            closed: state.closed,
+        };
+        drop(state);
+        drop(deliveries);
+        drained
+    }
+
+    /// Frees the queue's allocation if nothing is queued (see [`Outbox::drain`]).
+    pub fn release(&self) {
+        let mut state = self.lock();
+        if state.queue.is_empty() {
+            let queue = std::mem::take(&mut state.queue);
+            drop(state);
+            drop(queue);
+        }
+    }
+
     /// Whether a [`Outbox::take`] now would find something: deliveries,
     /// instructions, or the close.
     pub fn has_pending(&self) -> bool {
@@ -234,6 +279,39 @@ mod tests {
         outbox.close(CloseReason::Shutdown);
         outbox.close(CloseReason::Slow);
         assert_eq!(outbox.take().closed, Some(CloseReason::Shutdown));
+    }
+
+    #[test]
+    fn drain_reads_in_order_frees_the_budget_and_keeps_the_queue_only_if_asked() {
+        let outbox = Outbox::new(100);
+        outbox.push(delivery(1, 60));
+        outbox.push(delivery(2, 30));
+        outbox.control(Control::Unsubscribe("a".into()));
+        let mut read = Vec::new();
+        let drained = outbox.drain(true, |deliveries| {
+            read.extend(deliveries.map(|d| d.offset));
+        });
+        assert_eq!(read, [1, 2]);
+        assert_eq!(drained.controls, [Control::Unsubscribe("a".into())]);
+        assert_eq!(drained.closed, None);
+        assert!(!outbox.has_pending());
+        assert!(
+            outbox.lock().queue.capacity() > 0,
+            "kept for the next pushes"
+        );
+        // The whole budget is free again.
+        outbox.push(delivery(3, 100));
+        outbox.drain(false, |deliveries| assert_eq!(deliveries.len(), 1));
+        assert_eq!(outbox.lock().queue.capacity(), 0, "not kept");
+        outbox.push(delivery(4, 1));
+        outbox.drain(true, |_| {});
+        outbox.release();
+        assert_eq!(outbox.lock().queue.capacity(), 0, "released");
+        outbox.close(CloseReason::Shutdown);
+        assert_eq!(
+            outbox.drain(true, |_| {}).closed,
+            Some(CloseReason::Shutdown)
+        );
     }
 
     #[tokio::test]

@@ -150,8 +150,12 @@ pub struct ClientSession {
     /// the connection is busy, so the next wait sleeps to the next tick rather
     /// than being woken by the first message that comes.
     streaming: bool,
-    /// The one timer of the session, set to whatever `wait` waits for: registered
-    /// once and moved when that changes, so a wait re-arms no timer.
+    /// Whether the outbox kept its queue's allocation for a busy connection, to
+    /// free once it goes quiet.
+    kept_queue: bool,
+    /// The session's timer, for its ping/pong/connect deadline: registered once and
+    /// moved when that changes, so a wait re-arms no timer. (Write ticks are
+    /// waited for with the thread's tick list, see `ticks`.)
     timer: Pin<Box<Sleep>>,
 }
 
@@ -186,6 +190,7 @@ impl ClientSession {
             pong_deadline: None,
             next_write: Instant::now(),
             streaming: false,
+            kept_queue: false,
             timer: Box::pin(tokio::time::sleep_until(next_ping)),
         }
     }
@@ -264,8 +269,7 @@ impl ClientSession {
                     return Wake::Timer;
                 }
                 if self.next_write > now {
-                    self.set_timer(self.next_write);
-                    self.timer.as_mut().await;
+                    crate::ticks::until(self.next_write).await;
                     ticked = true;
                 }
                 self.streaming = ticked;
@@ -273,12 +277,14 @@ impl ClientSession {
             }
             if std::mem::take(&mut self.streaming) && self.next_write < due {
                 // Busy: more is likely queued by the next tick. Sleeping until then,
-                // unregistered from the outbox, saves a wake-up and a timer move per
-                // write; a tick that finds nothing ends the streaming.
-                self.set_timer(self.next_write);
-                self.timer.as_mut().await;
+                // unregistered from the outbox, saves a wake-up per write; a tick
+                // that finds nothing ends the streaming.
+                crate::ticks::until(self.next_write).await;
                 ticked = true;
                 continue;
+            }
+            if std::mem::take(&mut self.kept_queue) {
+                self.outbox.release();
             }
             self.set_timer(due);
             tokio::select! {
@@ -303,30 +309,39 @@ impl ClientSession {
         if wake == Wake::Timer {
             return Some(self.on_timer());
         }
-        let taken = self.outbox.take();
-        // Sized once: each message and its separator, and room for the
-        // transport's frame header (see `ws_frame::write_frame`).
-        let size = taken.deliveries.iter().map(|d| d.frame.len() + 1);
-        let mut out = Vec::with_capacity(size.sum::<usize>() + 10);
+        let mut out = Vec::new();
         let mut delivered = 0;
-        for delivery in taken.deliveries {
-            let Some(subscription) = self
-                .subscriptions
-                .iter_mut()
-                .find(|s| s.slot == delivery.slot)
-            else {
-                continue; // unsubscribed since it was queued
-            };
-            if delivery.offset != 0 {
-                // At the live/history seam a publication may come twice.
-                if delivery.offset <= subscription.position.offset {
-                    continue;
+        let unidirectional = self.mode.is_unidirectional();
+        let subscriptions = &mut self.subscriptions;
+        // A busy connection keeps its queue's allocation until it goes quiet.
+        self.kept_queue |= self.streaming;
+        let taken = self.outbox.drain(self.streaming, |deliveries| {
+            // Sized once: each message and its separator, and room for the
+            // transport's frame header (see `ws_frame::write_frame`).
+            let size = deliveries.clone().map(|d| d.frame.len() + 1);
+            out.reserve_exact(size.sum::<usize>() + 10);
+            for delivery in deliveries {
+                let Some(subscription) = subscriptions.iter_mut().find(|s| s.slot == delivery.slot)
+                else {
+                    continue; // unsubscribed since it was queued
+                };
+                if delivery.offset != 0 {
+                    // At the live/history seam a publication may come twice.
+                    if delivery.offset <= subscription.position.offset {
+                        continue;
+                    }
+                    subscription.position.offset = delivery.offset;
+                    delivered += 1;
                 }
-                subscription.position.offset = delivery.offset;
-                delivered += 1;
+                // The encoded push (`{"push":…}`, shared by every subscriber) as
+                // this session's transport carries pushes.
+                let message = match unidirectional {
+                    true => bare_push(&delivery.frame),
+                    false => &delivery.frame,
+                };
+                CODEC.append_message(&mut out, message);
             }
-            CODEC.append_message(&mut out, self.push_message(&delivery.frame));
-        }
+        });
         self.ctx.metrics.deliveries.inc_by(delivered);
         for control in taken.controls {
             // Boxed: rare, and its state would otherwise size every idle
@@ -663,16 +678,6 @@ impl ClientSession {
             CODEC.append_message(out, bare_push(&enveloped));
         } else {
             CODEC.append_push(out, push);
-        }
-    }
-
-    /// An encoded push message (`{"push":…}`, shared by every subscriber) as this
-    /// session's transport carries pushes.
-    fn push_message<'a>(&self, message: &'a [u8]) -> &'a [u8] {
-        if self.mode.is_unidirectional() {
-            bare_push(message)
-        } else {
-            message
         }
     }
 

@@ -19,6 +19,7 @@ mod metrics;
 mod prefixed;
 mod routes;
 mod sse;
+mod ticks;
 mod timed;
 mod tls;
 mod uni;

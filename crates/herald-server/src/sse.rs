@@ -33,6 +33,9 @@ pub struct SseStream {
     /// stream is busy, so the next wait sleeps to the next tick rather than being
     /// woken by the first event that comes (see `ClientSession::wait`).
     streaming: bool,
+    /// Whether the outbox kept its queue's allocation for a busy stream, to free
+    /// once it goes quiet.
+    kept_queue: bool,
     /// Where the outbox is listed for the drain to close (`None`: closed already).
     listed: Option<Listed>,
     next_heartbeat: Instant,
@@ -102,6 +105,7 @@ impl SseStream {
             opening: None,
             finished: false,
             streaming: false,
+            kept_queue: false,
             listed: None,
             next_heartbeat: Instant::now() + ctx.config.heartbeat,
         };
@@ -237,20 +241,24 @@ impl SseStream {
         }
         let mut ticked = false;
         loop {
-            let taken = self.outbox.take();
             let mut out = Vec::new();
             let mut delivered = 0;
-            for delivery in taken.deliveries {
-                let slot = delivery.slot as usize;
-                // At the live/history seam a publication may come twice.
-                if delivery.offset <= self.positions[slot].offset {
-                    continue;
+            let (channels, positions) = (&self.channels, &mut self.positions);
+            // A busy stream keeps its queue's allocation until it goes quiet.
+            self.kept_queue |= ticked;
+            let taken = self.outbox.drain(ticked, |deliveries| {
+                for delivery in deliveries {
+                    let slot = delivery.slot as usize;
+                    // At the live/history seam a publication may come twice.
+                    if delivery.offset <= positions[slot].offset {
+                        continue;
+                    }
+                    positions[slot].offset = delivery.offset;
+                    out.extend_from_slice(&delivery.frame);
+                    sse::write_resume_id(channels, positions, &mut out);
+                    delivered += 1;
                 }
-                self.positions[slot].offset = delivery.offset;
-                out.extend_from_slice(&delivery.frame);
-                self.write_id(&mut out);
-                delivered += 1;
-            }
+            });
             self.ctx.metrics.deliveries.inc_by(delivered);
             // Streams have fixed channels: of the server API's instructions only
             // a disconnect applies.
@@ -282,14 +290,17 @@ impl SseStream {
             }
             if std::mem::take(&mut self.streaming) {
                 // Busy: more is likely queued by the next tick; sleeping until then
-                // saves a wake-up and a timer per write. A tick that finds nothing
+                // saves a wake-up per write. A tick that finds nothing
                 // ends the streaming.
                 let next_write = self.next_write();
                 if next_write < self.next_heartbeat {
-                    tokio::time::sleep_until(next_write).await;
+                    crate::ticks::until(next_write).await;
                     ticked = true;
                     continue;
                 }
+            }
+            if std::mem::take(&mut self.kept_queue) {
+                self.outbox.release();
             }
             tokio::select! {
                 _ = self.outbox.ready() => {
@@ -298,7 +309,7 @@ impl SseStream {
                     let next_write = self.next_write();
                     ticked = next_write > Instant::now();
                     if ticked {
-                        tokio::time::sleep_until(next_write).await;
+                        crate::ticks::until(next_write).await;
                     }
                 }
                 _ = tokio::time::sleep_until(self.next_heartbeat) => {
