@@ -157,8 +157,10 @@ impl Ticks {
     }
 }
 
-/// The driver task of `ticks`.
-async fn drive(ticks: Arc<Ticks>) {
+/// The driver task of `ticks`. Not an `async fn`: the guard belongs to the future
+/// from the start, so a driver dropped before its first poll (its runtime ended)
+/// marks the list dead too.
+fn drive(ticks: Arc<Ticks>) -> impl Future<Output = ()> + Send {
     /// Marks the list dead when the task is dropped, so the next wait makes a new one.
     struct Alive(Arc<Ticks>);
     impl Drop for Alive {
@@ -167,12 +169,14 @@ async fn drive(ticks: Arc<Ticks>) {
         }
     }
     let alive = Alive(ticks);
-    let mut sleep = pin!(tokio::time::sleep_until(Instant::now()));
-    poll_fn(|cx| {
-        alive.0.poll_drive(&mut sleep, cx);
-        Poll::<()>::Pending
-    })
-    .await;
+    async move {
+        let mut sleep = pin!(tokio::time::sleep_until(Instant::now()));
+        poll_fn(|cx| {
+            alive.0.poll_drive(&mut sleep, cx);
+            Poll::<()>::Pending
+        })
+        .await;
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +209,28 @@ mod tests {
         // A tick that has passed is no wait at all.
         until(start + ms(10)).await;
         assert_eq!(Instant::now(), start + ms(40));
+    }
+
+    #[test]
+    fn a_driver_dropped_before_it_ran_is_replaced() {
+        use futures_util::FutureExt;
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap()
+        };
+        // The wait spawns the driver, and the runtime ends before running it.
+        runtime().block_on(async {
+            let tick = Instant::now() + Duration::from_millis(5);
+            assert!(until(tick).now_or_never().is_none());
+        });
+        runtime().block_on(async {
+            let tick = Instant::now() + Duration::from_millis(5);
+            tokio::time::timeout(Duration::from_secs(5), until(tick))
+                .await
+                .expect("the tick must come");
+        });
     }
 
     #[test]
