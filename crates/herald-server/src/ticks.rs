@@ -26,17 +26,20 @@ thread_local! {
 ///
 /// Cancel-safe. Must run inside a Tokio runtime.
 pub fn until(tick: Instant) -> impl Future<Output = ()> {
-    let mut registered: Option<Arc<Ticks>> = None;
+    // The list waited on, and the waker it will wake.
+    let mut registered: Option<(Arc<Ticks>, Waker)> = None;
     poll_fn(move |cx| {
-        if let Some(ticks) = registered.as_ref().filter(|ticks| ticks.alive()) {
-            return match ticks.fired(tick) {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
-            };
+        if let Some((ticks, waker)) = registered.as_ref().filter(|(ticks, _)| ticks.alive()) {
+            if ticks.fired(tick) {
+                return Poll::Ready(());
+            }
+            if waker.will_wake(cx.waker()) {
+                return Poll::Pending;
+            }
         }
         let ticks = current();
         let passed = ticks.wait(tick, cx.waker());
-        registered = Some(ticks);
+        registered = Some((ticks, cx.waker().clone()));
         match passed {
             true => Poll::Ready(()),
             false => Poll::Pending,
@@ -209,6 +212,21 @@ mod tests {
         // A tick that has passed is no wait at all.
         until(start + ms(10)).await;
         assert_eq!(Instant::now(), start + ms(40));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_waker_of_the_latest_poll_is_woken() {
+        let tick = Instant::now() + Duration::from_millis(20);
+        let mut wait = pin!(until(tick));
+        let other = futures_util::task::noop_waker();
+        let pending = wait.as_mut().poll(&mut Context::from_waker(&other));
+        assert!(pending.is_pending());
+        // Now polled by this task: the tick must wake it, not the first waker
+        // (the timeout would, a second later).
+        tokio::time::timeout(Duration::from_secs(1), poll_fn(|cx| wait.as_mut().poll(cx)))
+            .await
+            .unwrap();
+        assert_eq!(Instant::now(), tick, "woken at the tick");
     }
 
     #[test]
