@@ -29,18 +29,26 @@ pub enum ResumeTokenError {
 /// Longest epoch accepted in a token; epochs Herald makes are much shorter.
 const MAX_EPOCH_LEN: usize = 64;
 
+/// Lowercase hex digits, for the channel-set tag.
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 impl ResumeToken {
     /// Writes the token for `channels` (canonical order) into `out`.
     pub fn encode(channels: &[impl AsRef<str>], positions: &[StreamPosition], out: &mut Vec<u8>) {
         debug_assert_eq!(channels.len(), positions.len());
-        use std::io::Write as _;
-        // Writing into a Vec cannot fail; formatting in place keeps this
-        // allocation-free (it runs once per event per stream).
-        let _ = write!(out, "{:08x}", channel_set_tag(channels));
+        // Runs once per event per stream: no `fmt` machinery, no allocation.
+        let tag = channel_set_tag(channels);
+        out.extend(
+            (0..8)
+                .rev()
+                .map(|nibble| HEX[(tag >> (nibble * 4)) as usize & 0xF]),
+        );
+        let mut offset = itoa::Buffer::new();
         for (i, position) in positions.iter().enumerate() {
             out.push(if i == 0 { b'.' } else { b',' });
             out.extend_from_slice(position.epoch.as_bytes());
-            let _ = write!(out, ":{}", position.offset);
+            out.push(b':');
+            out.extend_from_slice(offset.format(position.offset).as_bytes());
         }
     }
 
@@ -107,6 +115,27 @@ mod tests {
             ResumeToken::decode(&text, &channels).unwrap().positions,
             positions
         );
+    }
+
+    #[test]
+    fn writes_the_tag_as_eight_hex_digits_then_each_position() {
+        let channels = ["a", "news:sport"];
+        let positions = [pos("Xk3p", 17), pos("q9", u64::MAX)];
+        let mut out = Vec::new();
+        ResumeToken::encode(&channels, &positions, &mut out);
+        let tag = channel_set_tag(&channels);
+        let expected = format!("{tag:08x}.Xk3p:17,q9:{}", u64::MAX);
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        // A tag with leading zero digits keeps them.
+        let small = (0..1000)
+            .map(|i| format!("c{i}"))
+            .find(|c| channel_set_tag(&[c]) < 0x1000_0000)
+            .expect("one in 16 tags starts with a zero digit");
+        let mut out = Vec::new();
+        ResumeToken::encode(&[&small], &[pos("e", 0)], &mut out);
+        let expected = format!("{:08x}.e:0", channel_set_tag(&[&small]));
+        assert!(expected.starts_with('0'), "{expected}");
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
     }
 
     #[test]

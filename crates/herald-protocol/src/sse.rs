@@ -50,6 +50,15 @@ pub fn write_resume_id(
     out.extend_from_slice(b"\n\n");
 }
 
+/// The most bytes [`write_resume_id`] writes for `positions` (whatever their
+/// offsets), to size a buffer once.
+pub fn resume_id_max_len(positions: &[StreamPosition]) -> usize {
+    // "id: ", the 8-digit tag, then ".epoch:offset" or ",epoch:offset" per
+    // position (an offset has at most 20 digits), then "\n\n".
+    let entries: usize = positions.iter().map(|p| 2 + p.epoch.len() + 20).sum();
+    4 + 8 + entries + 2
+}
+
 /// The `retry:` field telling the browser how long to wait before reconnecting.
 pub fn retry(millis: u64) -> Bytes {
     Bytes::from(format!("retry: {millis}\n\n"))
@@ -160,6 +169,25 @@ mod tests {
         let token = crate::ResumeToken::decode(id, &["c"]).unwrap();
         assert_eq!(token.positions[0].offset, 3);
         assert!(event.ends_with("\n\n"));
+    }
+
+    #[test]
+    fn resume_ids_fit_their_announced_length() {
+        let positions = [
+            StreamPosition {
+                offset: u64::MAX,
+                epoch: "Xk3p".into(),
+            },
+            StreamPosition {
+                offset: 0,
+                epoch: "q".into(),
+            },
+        ];
+        let mut id = Vec::new();
+        write_resume_id(&["a", "b"], &positions, &mut id);
+        assert!(id.len() <= resume_id_max_len(&positions), "{id:?}");
+        // Tight for the longest offsets: only the second one's 19 digits spare.
+        assert_eq!(resume_id_max_len(&positions) - id.len(), 19);
     }
 
     #[test]

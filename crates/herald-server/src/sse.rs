@@ -244,9 +244,15 @@ impl SseStream {
             let mut out = Vec::new();
             let mut delivered = 0;
             let (channels, positions) = (&self.channels, &mut self.positions);
-            // A busy stream keeps its queue's allocation until it goes quiet.
-            self.kept_queue |= ticked;
-            let taken = self.outbox.drain(ticked, |deliveries| {
+            // A busy stream (its last write or this one waited for a tick) keeps
+            // its queue's allocation until it goes quiet.
+            let keep = ticked || self.streaming;
+            self.kept_queue |= keep;
+            let taken = self.outbox.drain(keep, |deliveries| {
+                // Sized once: each event and its `id:` line.
+                let id = sse::resume_id_max_len(positions);
+                let size = deliveries.clone().map(|d| d.frame.len() + id);
+                out.reserve_exact(size.sum());
                 for delivery in deliveries {
                     let slot = delivery.slot as usize;
                     // At the live/history seam a publication may come twice.
