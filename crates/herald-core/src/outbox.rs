@@ -113,6 +113,12 @@ pub struct Drained {
     pub closed: Option<CloseReason>,
 }
 
+impl State {
+    fn has_pending(&self) -> bool {
+        !self.queue.is_empty() || !self.controls.is_empty() || self.closed.is_some()
+    }
+}
+
 impl Outbox {
     /// A new, empty outbox holding at most `max_bytes` of frames.
     pub fn new(max_bytes: usize) -> Arc<Self> {
@@ -182,57 +188,44 @@ impl Outbox {
 
     /// Takes everything queued, like [`Outbox::take`], but hands the deliveries to
     /// `read` in place, under the outbox's lock (so `read` must be quick and must not
-    /// use the outbox). With `keep`, the queue keeps its allocation for the next
-    /// pushes, so a busy connection does not allocate a queue per write;
-    /// [`Outbox::release`] frees it once the connection goes quiet.
-    pub fn drain(&self, keep: bool, read: impl FnOnce(vec_deque::Iter<'_, Delivery>)) -> Drained {
+    /// use the outbox). The queue keeps its allocation for the next pushes, so a busy
+    /// writer does not allocate a queue per write; [`Outbox::ready`] frees it once
+    /// the writer waits for more.
+    pub fn drain(&self, read: impl FnOnce(vec_deque::Iter<'_, Delivery>)) -> Drained {
         let mut state = self.lock();
         read(state.queue.iter());
-        let deliveries = match keep {
-            true => {
-                state.queue.clear();
-                VecDeque::new()
-            }
-            // Dropped after the lock.
-            false => std::mem::take(&mut state.queue),
-        };
+        state.queue.clear();
         state.bytes = 0;
-        let drained = Drained {
+        Drained {
             controls: std::mem::take(&mut state.controls),
             closed: state.closed,
-        };
-        drop(state);
-        drop(deliveries);
-        drained
-    }
-
-    /// Frees the queue's allocation if nothing is queued (see [`Outbox::drain`]).
-    pub fn release(&self) {
-        let mut state = self.lock();
-        if state.queue.is_empty() {
-            let queue = std::mem::take(&mut state.queue);
-            drop(state);
-            drop(queue);
         }
     }
 
     /// Whether a [`Outbox::take`] now would find something: deliveries,
     /// instructions, or the close.
     pub fn has_pending(&self) -> bool {
-        let state = self.lock();
-        !state.queue.is_empty() || !state.controls.is_empty() || state.closed.is_some()
+        self.lock().has_pending()
     }
 
     /// Waits until a [`Outbox::take`] would find something (see
     /// [`Outbox::has_pending`]). Only one task may wait on an outbox: its writer.
+    ///
+    /// A writer waiting here has gone quiet, so the allocation an empty queue kept
+    /// from its busy writes ([`Outbox::drain`]) is freed: an idle connection holds
+    /// none.
     pub async fn ready(&self) {
         poll_fn(|cx| {
             // Registered before looking, so a push in between wakes it.
             self.writer.register(cx.waker());
-            match self.has_pending() {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
+            let mut state = self.lock();
+            if state.has_pending() {
+                return Poll::Ready(());
             }
+            let kept = std::mem::take(&mut state.queue);
+            drop(state);
+            drop(kept);
+            Poll::Pending
         })
         .await;
     }
@@ -282,13 +275,14 @@ mod tests {
     }
 
     #[test]
-    fn drain_reads_in_order_frees_the_budget_and_keeps_the_queue_only_if_asked() {
+    fn drain_reads_in_order_frees_the_budget_and_keeps_the_queue_until_the_writer_waits() {
+        use futures_util::FutureExt;
         let outbox = Outbox::new(100);
         outbox.push(delivery(1, 60));
         outbox.push(delivery(2, 30));
         outbox.control(Control::Unsubscribe("a".into()));
         let mut read = Vec::new();
-        let drained = outbox.drain(true, |deliveries| {
+        let drained = outbox.drain(|deliveries| {
             read.extend(deliveries.map(|d| d.offset));
         });
         assert_eq!(read, [1, 2]);
@@ -301,17 +295,12 @@ mod tests {
         );
         // The whole budget is free again.
         outbox.push(delivery(3, 100));
-        outbox.drain(false, |deliveries| assert_eq!(deliveries.len(), 1));
-        assert_eq!(outbox.lock().queue.capacity(), 0, "not kept");
-        outbox.push(delivery(4, 1));
-        outbox.drain(true, |_| {});
-        outbox.release();
-        assert_eq!(outbox.lock().queue.capacity(), 0, "released");
+        outbox.drain(|deliveries| assert_eq!(deliveries.len(), 1));
+        // A writer that waits for more has gone quiet: the queue is freed.
+        assert!(outbox.ready().now_or_never().is_none());
+        assert_eq!(outbox.lock().queue.capacity(), 0, "freed");
         outbox.close(CloseReason::Shutdown);
-        assert_eq!(
-            outbox.drain(true, |_| {}).closed,
-            Some(CloseReason::Shutdown)
-        );
+        assert_eq!(outbox.drain(|_| {}).closed, Some(CloseReason::Shutdown));
     }
 
     #[tokio::test]

@@ -150,9 +150,6 @@ pub struct ClientSession {
     /// the connection is busy, so the next wait sleeps to the next tick rather
     /// than being woken by the first message that comes.
     streaming: bool,
-    /// Whether the outbox kept its queue's allocation for a busy connection, to
-    /// free once it goes quiet.
-    kept_queue: bool,
     /// The session's timer, for its ping/pong/connect deadline: registered once and
     /// moved when that changes, so a wait re-arms no timer. (Write ticks are
     /// waited for with the thread's tick list, see `ticks`.)
@@ -190,7 +187,6 @@ impl ClientSession {
             pong_deadline: None,
             next_write: Instant::now(),
             streaming: false,
-            kept_queue: false,
             timer: Box::pin(tokio::time::sleep_until(next_ping)),
         }
     }
@@ -283,9 +279,6 @@ impl ClientSession {
                 ticked = true;
                 continue;
             }
-            if std::mem::take(&mut self.kept_queue) {
-                self.outbox.release();
-            }
             self.set_timer(due);
             tokio::select! {
                 biased;
@@ -313,9 +306,7 @@ impl ClientSession {
         let mut delivered = 0;
         let unidirectional = self.mode.is_unidirectional();
         let subscriptions = &mut self.subscriptions;
-        // A busy connection keeps its queue's allocation until it goes quiet.
-        self.kept_queue |= self.streaming;
-        let taken = self.outbox.drain(self.streaming, |deliveries| {
+        let taken = self.outbox.drain(|deliveries| {
             // Sized once: each message and its separator, and room for the
             // transport's frame header (see `ws_frame::write_frame`).
             let size = deliveries.clone().map(|d| d.frame.len() + 1);

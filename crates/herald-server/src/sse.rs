@@ -33,9 +33,6 @@ pub struct SseStream {
     /// stream is busy, so the next wait sleeps to the next tick rather than being
     /// woken by the first event that comes (see `ClientSession::wait`).
     streaming: bool,
-    /// Whether the outbox kept its queue's allocation for a busy stream, to free
-    /// once it goes quiet.
-    kept_queue: bool,
     /// Where the outbox is listed for the drain to close (`None`: closed already).
     listed: Option<Listed>,
     next_heartbeat: Instant,
@@ -105,7 +102,6 @@ impl SseStream {
             opening: None,
             finished: false,
             streaming: false,
-            kept_queue: false,
             listed: None,
             next_heartbeat: Instant::now() + ctx.config.heartbeat,
         };
@@ -244,11 +240,7 @@ impl SseStream {
             let mut out = Vec::new();
             let mut delivered = 0;
             let (channels, positions) = (&self.channels, &mut self.positions);
-            // A busy stream (its last write or this one waited for a tick) keeps
-            // its queue's allocation until it goes quiet.
-            let keep = ticked || self.streaming;
-            self.kept_queue |= keep;
-            let taken = self.outbox.drain(keep, |deliveries| {
+            let taken = self.outbox.drain(|deliveries| {
                 // Sized once: each event and its `id:` line.
                 let id = sse::resume_id_max_len(positions);
                 let size = deliveries.clone().map(|d| d.frame.len() + id);
@@ -304,9 +296,6 @@ impl SseStream {
                     ticked = true;
                     continue;
                 }
-            }
-            if std::mem::take(&mut self.kept_queue) {
-                self.outbox.release();
             }
             tokio::select! {
                 _ = self.outbox.ready() => {
