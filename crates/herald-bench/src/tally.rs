@@ -7,92 +7,131 @@
 //! publications `from_n..to_n`; anything else a connection receives (warm-up
 //! publications, late ones of an earlier step) is not counted.
 
+use std::ops::Range;
+
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::latency;
 use crate::payload::Marker;
 
-/// Numbers ahead of the oldest missing one that a [`Tracker`] remembers: deliveries
-/// may arrive out of order by this much (e.g. when concurrent publish requests to
-/// one channel are served out of order) before a hole counts as lost.
+/// Numbers ahead of the oldest missing one that a [`Tracker`] keeps in its
+/// bitmap; holes behind it move to its list of missed ranges.
 const WINDOW: u64 = 128;
 
-/// Which of one connection's expected numbers arrived: everything below `base` is
-/// settled (received or counted lost); bit `k` of `seen` is number `base + k`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Missed ranges a [`Tracker`] remembers; holes past that many are still counted
+/// lost, but a late delivery of one of them counts as a duplicate. Losses come in
+/// a few long runs (a stalled or dropped connection) or as rare stragglers
+/// (a publish request served late), so a few ranges cover them.
+const MISSED_RANGES: usize = 16;
+
+/// Which of one connection's expected numbers arrived. Everything below `base` is
+/// settled: received, or in `missed`. Bit `k` of `seen` is number `base + k`.
+/// A missed number is lost only if it has not come by the end of the step: a
+/// publication served late (concurrent publish requests are served in any
+/// order) is a late delivery, not a loss and a duplicate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tracker {
     base: u64,
     seen: u128,
-}
-
-/// What recording one number found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Recorded {
-    /// First delivery of this number (else a duplicate).
-    pub new: bool,
-    /// Older numbers that fell out of the window unseen: lost.
-    pub lost: u64,
+    /// Holes behind the bitmap, oldest first, at most [`MISSED_RANGES`].
+    missed: Vec<Range<u64>>,
+    /// Missed numbers no longer in `missed` (it was full).
+    forgotten: u64,
 }
 
 impl Tracker {
     /// Starts expecting `first` and the numbers after it.
     pub fn reset(&mut self, first: u64) {
-        *self = Tracker {
-            base: first,
-            seen: 0,
-        };
+        self.base = first;
+        self.seen = 0;
+        self.missed.clear();
+        self.forgotten = 0;
     }
 
-    /// Records number `seq`.
-    pub fn record(&mut self, seq: u64) -> Recorded {
+    /// Records number `seq`: whether it is its first delivery (else a duplicate).
+    pub fn record(&mut self, seq: u64) -> bool {
         if seq < self.base {
-            return Recorded {
-                new: false,
-                lost: 0,
-            };
+            return self.fill_missed(seq);
         }
-        let mut lost = 0;
         let mut offset = seq - self.base;
         if offset >= WINDOW {
-            let shift = offset - (WINDOW - 1);
-            lost = shift - u64::from(self.seen_below(shift));
-            self.seen = if shift >= WINDOW {
-                0
-            } else {
-                self.seen >> shift
-            };
-            self.base += shift;
+            self.slide(offset - (WINDOW - 1));
             offset = WINDOW - 1;
         }
         let bit = 1u128 << offset;
         if self.seen & bit != 0 {
-            return Recorded { new: false, lost };
+            return false;
         }
         self.seen |= bit;
         let run = self.seen.trailing_ones();
         self.seen = self.seen.checked_shr(run).unwrap_or(0);
         self.base += u64::from(run);
-        Recorded { new: true, lost }
+        true
     }
 
     /// Settles every number below `end`: returns how many of them never arrived.
     pub fn finish(&mut self, end: u64) -> u64 {
-        if end <= self.base {
-            return 0;
+        if end > self.base {
+            self.slide(end - self.base);
         }
-        let span = end - self.base;
-        let lost = span - u64::from(self.seen_below(span));
+        let lost = self.forgotten + self.missed.iter().map(|r| r.end - r.start).sum::<u64>();
         self.reset(end);
         lost
     }
 
-    /// How many of the numbers `base..base + count` were seen.
-    fn seen_below(&self, count: u64) -> u32 {
-        if count >= WINDOW {
-            self.seen.count_ones()
-        } else {
-            (self.seen & ((1u128 << count) - 1)).count_ones()
+    /// Moves `base` up by `shift`, listing the numbers it passes unseen as missed.
+    fn slide(&mut self, shift: u64) {
+        let mut unseen = !self.seen;
+        if shift < WINDOW {
+            unseen &= (1u128 << shift) - 1;
+        }
+        while unseen != 0 {
+            let k = u64::from(unseen.trailing_zeros());
+            self.miss(self.base + k..self.base + k + 1);
+            unseen &= unseen - 1;
+        }
+        if shift > WINDOW {
+            self.miss(self.base + WINDOW..self.base + shift);
+        }
+        self.seen = self.seen.checked_shr(shift.min(WINDOW) as u32).unwrap_or(0);
+        self.base += shift;
+    }
+
+    /// Adds `range` (above every missed range so far) to the missed ones.
+    fn miss(&mut self, range: Range<u64>) {
+        match self.missed.last_mut() {
+            Some(last) if last.end == range.start => last.end = range.end,
+            _ => self.missed.push(range),
+        }
+        self.forget_beyond_capacity();
+    }
+
+    /// A late delivery of `seq`, behind the bitmap: new if it was missed.
+    fn fill_missed(&mut self, seq: u64) -> bool {
+        let Some(i) = self.missed.iter().position(|r| r.contains(&seq)) else {
+            return false;
+        };
+        let range = self.missed[i].clone();
+        match (range.start == seq, range.end == seq + 1) {
+            (true, true) => {
+                self.missed.remove(i);
+            }
+            (true, false) => self.missed[i].start = seq + 1,
+            (false, true) => self.missed[i].end = seq,
+            (false, false) => {
+                self.missed[i].end = seq;
+                self.missed.insert(i + 1, seq + 1..range.end);
+                self.forget_beyond_capacity();
+            }
+        }
+        true
+    }
+
+    fn forget_beyond_capacity(&mut self) {
+        if self.missed.len() > MISSED_RANGES {
+            let oldest = self.missed.remove(0);
+            self.forgotten += oldest.end - oldest.start;
         }
     }
 }
@@ -242,9 +281,7 @@ impl Tally {
         if !(step.from_n..step.to_n).contains(&n) {
             return;
         }
-        let recorded = connection.tracker.record(marker.seq);
-        deliveries.counts.lost += recorded.lost;
-        if recorded.new {
+        if connection.tracker.record(marker.seq) {
             deliveries.counts.received += 1;
             deliveries.last_delivery_ns = deliveries.last_delivery_ns.max(now_ns);
             deliveries
@@ -296,34 +333,25 @@ impl Tally {
 mod tests {
     use super::*;
 
-    fn record(tracker: &mut Tracker, seq: u64) -> (bool, u64) {
-        let r = tracker.record(seq);
-        (r.new, r.lost)
-    }
-
     #[test]
     fn counts_in_order_deliveries() {
         let mut t = Tracker::default();
         t.reset(10);
         for seq in 10..20 {
-            assert_eq!(record(&mut t, seq), (true, 0));
+            assert!(t.record(seq), "{seq}");
         }
         assert_eq!(t.finish(20), 0);
-        assert_eq!(
-            record(&mut t, 19),
-            (false, 0),
-            "before the range: a duplicate"
-        );
+        assert!(!t.record(19), "before the range: a duplicate");
     }
 
     #[test]
     fn counts_gaps_and_duplicates() {
         let mut t = Tracker::default();
-        assert_eq!(record(&mut t, 0), (true, 0));
-        assert_eq!(record(&mut t, 3), (true, 0)); // 1 and 2 missing, not yet lost
-        assert_eq!(record(&mut t, 3), (false, 0));
-        assert_eq!(record(&mut t, 0), (false, 0));
-        assert_eq!(record(&mut t, 1), (true, 0)); // late, not lost
+        assert!(t.record(0));
+        assert!(t.record(3)); // 1 and 2 missing, not yet lost
+        assert!(!t.record(3));
+        assert!(!t.record(0));
+        assert!(t.record(1)); // late, not lost
         assert_eq!(t.finish(6), 3, "2, 4 and 5 never came");
     }
 
@@ -332,25 +360,47 @@ mod tests {
         let mut t = Tracker::default();
         let order: Vec<u64> = (0..1000).map(|s| s ^ 7).collect(); // swapped in blocks of 8
         for &seq in &order {
-            assert_eq!(record(&mut t, seq), (true, 0), "{seq}");
+            assert!(t.record(seq), "{seq}");
         }
         assert_eq!(t.finish(1000), 0);
     }
 
     #[test]
-    fn counts_holes_that_leave_the_window() {
+    fn a_delivery_later_than_the_window_is_late_not_lost() {
         let mut t = Tracker::default();
-        assert_eq!(record(&mut t, 0), (true, 0));
-        // 1..=9 missing; 137 pushes 1..=9 out of the window.
-        assert_eq!(record(&mut t, 137), (true, 9));
-        assert_eq!(record(&mut t, 5), (false, 0), "too late: settled as lost");
-        // A jump far past the window settles all but the last 127 numbers at once;
-        // those are settled when the step ends.
-        let (new, lost_now) = record(&mut t, 10_000);
-        assert!(new);
-        assert_eq!(lost_now, 10_000 - 127 - 10 - 1);
-        assert_eq!(lost_now + t.finish(10_001), 10_000 - 10 - 1);
-        assert_eq!(t.finish(10_003), 2);
+        assert!(t.record(0));
+        // 1..=9 missing; 137 pushes them behind the window.
+        assert!(t.record(137));
+        assert!(t.record(5), "late: first delivery");
+        assert!(!t.record(5), "then a duplicate");
+        assert!(t.record(1), "the start of a missed range");
+        assert!(t.record(9), "the end of a missed range");
+        // A jump far past the window: everything it passes unseen is missed.
+        assert!(t.record(10_000));
+        assert!(t.record(500), "late by far more than the window");
+        // Missing: 2..=4, 6..=8, 10..=136, 138..=9_999 except 500.
+        assert_eq!(t.finish(10_001), 3 + 3 + 127 + 9_862 - 1);
+        assert_eq!(t.finish(10_003), 2, "a step ended: nothing carried over");
+        assert!(!t.record(10_000), "settled with the step");
+    }
+
+    #[test]
+    fn remembers_the_latest_missed_ranges_and_still_counts_the_others() {
+        let mut t = Tracker::default();
+        for seq in (0..=400).step_by(2) {
+            assert!(t.record(seq), "{seq}");
+        }
+        // Every odd number below 273 (= 400 - 127) is behind the window: 136
+        // missed ranges, of which the latest MISSED_RANGES are remembered.
+        let oldest_remembered = 273 - 2 * MISSED_RANGES as u64;
+        assert!(t.record(oldest_remembered));
+        assert!(t.record(271));
+        assert!(!t.record(1), "forgotten: counted as a duplicate");
+        assert_eq!(
+            t.finish(401),
+            200 - 2,
+            "odd numbers below 400, two came late"
+        );
     }
 
     #[test]
