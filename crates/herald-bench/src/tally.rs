@@ -112,22 +112,17 @@ impl Tracker {
         let Some(i) = self.missed.iter().position(|r| r.contains(&seq)) else {
             return false;
         };
-        let range = self.missed[i].clone();
-        match (range.start == seq, range.end == seq + 1) {
-            (true, true) => {
-                self.missed.remove(i);
-            }
-            (true, false) => self.missed[i].start = seq + 1,
-            (false, true) => self.missed[i].end = seq,
-            (false, false) => {
-                self.missed[i].end = seq;
-                self.missed.insert(i + 1, seq + 1..range.end);
-                self.forget_beyond_capacity();
-            }
+        // The range loses `seq`: what is left of it on either side stays missed.
+        let range = self.missed.remove(i);
+        let left = [range.start..seq, seq + 1..range.end];
+        for (k, piece) in left.into_iter().filter(|r| !r.is_empty()).enumerate() {
+            self.missed.insert(i + k, piece);
         }
+        self.forget_beyond_capacity();
         true
     }
 
+    /// Keeps at most [`MISSED_RANGES`], counting the oldest ones' numbers instead.
     fn forget_beyond_capacity(&mut self) {
         if self.missed.len() > MISSED_RANGES {
             let oldest = self.missed.remove(0);
