@@ -66,8 +66,8 @@ struct SubscriberList {
 }
 
 /// Subscribers of one channel on one shard from which they are indexed: below,
-/// a leave scans at most 16 KiB, and the index (about 25 bytes a subscriber)
-/// would cost more than it saves.
+/// a join (checking the outbox is not there yet) or a leave scans at most 16 KiB,
+/// and the index (about 25 bytes a subscriber) would cost more than it saves.
 const INDEXED_FROM: usize = 1024;
 
 /// One thread's share of the fan-out: events for its subscribers, in the order
